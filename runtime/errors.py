@@ -1,0 +1,35 @@
+"""Exceptions users of raftfsm meet."""
+
+from __future__ import annotations
+
+
+class RaftError(Exception):
+    """Base class of raftfsm's errors."""
+
+
+class InvalidEvent(RaftError):
+    """The spec declares this (role, event) pair an error."""
+
+    def __init__(self, role: str, event: str, doc: str) -> None:
+        self.state = role
+        self.event = event
+        super().__init__(
+            f"event {event!r} is not allowed in role {role!r}" + (f": {doc}" if doc else "")
+        )
+
+
+class NotLeader(RaftError):
+    """This node is not the leader; `leader_id` names the one it knows of, if any."""
+
+    def __init__(self, node_id: str, leader_id: str | None, leader_address: str | None = None) -> None:
+        self.node_id = node_id
+        self.leader_id = leader_id
+        self.leader_address = leader_address
+        hint = f"; the leader is {leader_id}" if leader_id else "; no leader is known yet"
+        if leader_address:
+            hint += f" at {leader_address}"
+        super().__init__(f"node {node_id} is not the leader{hint}")
+
+
+class NodeHalted(RaftError):
+    """The node hit a fatal (storage) error and is in the error role."""

@@ -1,0 +1,49 @@
+"""The node record: everything a Raft node knows, in one attrs object (the seed's RaftNode)."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from attrs import Factory, define
+
+from generated.raft_fsm import INITIAL_ROLE, Role
+from runtime.log import RaftLog
+
+
+@define(slots=True)
+class Peer:
+    """What a node knows about one other voter (the seed's RaftNodePeer).
+
+    `next_index`/`match_index` are the leader's replication progress (§5.3); `voted` and
+    `can_vote` are the candidate's view of the election. `inflight` holds the last index of
+    every AppendEntries sent and not yet answered (the pipelining window); `probing` means
+    the leader does not know where the peer's log matches and sends one message at a time.
+    """
+
+    id: str
+    next_index: int = 1
+    match_index: int = 0
+    voted: bool = False
+    can_vote: bool = True
+    probing: bool = True
+    probe_sent: bool = False
+    inflight: deque[int] = Factory(deque)
+    recent_active: bool = False
+    snapshot_index: int = 0
+
+
+@define(slots=True)
+class NodeRecord:
+    """Persistent state (term, vote, log), volatile state (commit, applied, leader, role)
+    and per-peer state. Only the dispatcher assigns `role`."""
+
+    id: str
+    peers: dict[str, Peer]
+    log: RaftLog = Factory(RaftLog)
+    role: Role = INITIAL_ROLE
+    current_term: int = 0
+    voted_for: str | None = None
+    commit_index: int = 0
+    last_applied: int = 0
+    leader_id: str | None = None
+    halt_reason: str | None = None
