@@ -29,6 +29,7 @@ class Peer:
     probe_sent: bool = False
     inflight: deque[int] = Factory(deque)
     recent_active: bool = False
+    stalled: bool = False
     snapshot_index: int = 0
 
 

@@ -1,0 +1,267 @@
+"""`RaftCore`: one Raft node as a sans-I/O object.
+
+It never reads a clock, sleeps, touches a socket or a file, or draws from a global RNG.
+Time enters through `tick()`, messages through `step()`, commands through `propose()`;
+everything the outside world must do leaves through `ready()` as a `Ready`, and the
+driver confirms it with `advance()`. The driver must not call `step`/`tick`/`propose`
+between `ready()` and `advance()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from generated.raft_fsm import (
+    EVENT_OF_MESSAGE,
+    AppendEntries,
+    Event,
+    FatalError,
+    InstallSnapshot,
+    Proposal,
+    Role,
+    TermNotice,
+    WireMessage,
+)
+from runtime.consensus import Config, Consensus
+from runtime.dispatch import Dispatcher
+from runtime.errors import RaftError
+from runtime.log import RaftLog
+from runtime.ready import HardState, PersistentState, Ready, Snapshot, SoftState
+from runtime.record import NodeRecord, Peer
+
+_EVENT_OF_MESSAGE: dict[type, Event] = dict(EVENT_OF_MESSAGE)
+
+
+class UnknownPeer(RaftError):
+    """A message came from, or was addressed to, a node outside the configuration."""
+
+
+class RaftCore:
+    """A Raft node without I/O. See the module docstring for the driver contract."""
+
+    def __init__(
+        self,
+        node_id: str,
+        voters: Sequence[str],
+        config: Config | None = None,
+        state: PersistentState | None = None,
+        handlers: type[Consensus] = Consensus,
+    ) -> None:
+        """`handlers` lets a protocol developer run a subclass of the stock guards and
+        actions (the test suite plants bugs this way)."""
+        voters = tuple(voters)
+        if node_id not in voters:
+            raise ValueError(f"node {node_id!r} is not among the voters {list(voters)}")
+        if len(set(voters)) != len(voters):
+            raise ValueError(f"duplicate voter ids in {list(voters)}")
+        self.config = config or Config()
+        record = NodeRecord(id=node_id, peers={v: Peer(v) for v in voters if v != node_id})
+        snapshot = None
+        if state is not None:
+            snapshot = state.snapshot
+            offset, snapshot_term = (snapshot.index, snapshot.term) if snapshot else (0, 0)
+            record.log = RaftLog(state.entries, offset, snapshot_term)
+            record.current_term = state.hard_state.term
+            record.voted_for = state.hard_state.vote
+            record.commit_index = max(state.hard_state.commit, offset)
+            record.last_applied = offset
+        self.record = record
+        self._consensus = handlers(record, self.config, voters)
+        self._consensus.snapshot = snapshot
+        self._dispatcher = Dispatcher(record, self._consensus)
+        self._fire = self._dispatcher.fire
+        self._persisted = HardState(record.current_term, record.voted_for, record.commit_index)
+        self._soft = SoftState(record.role, record.leader_id)
+
+    # -- read-only views -------------------------------------------------------------------
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def role(self) -> Role:
+        return self.record.role
+
+    @property
+    def term(self) -> int:
+        return self.record.current_term
+
+    @property
+    def leader_id(self) -> str | None:
+        return self.record.leader_id
+
+    @property
+    def commit_index(self) -> int:
+        return self.record.commit_index
+
+    @property
+    def last_applied(self) -> int:
+        return self.record.last_applied
+
+    @property
+    def log(self) -> RaftLog:
+        return self.record.log
+
+    @property
+    def voters(self) -> tuple[str, ...]:
+        return self._consensus.voters
+
+    def status(self) -> dict[str, object]:
+        record = self.record
+        return {
+            "id": record.id,
+            "role": record.role.name,
+            "term": record.current_term,
+            "leader": record.leader_id,
+            "commit": record.commit_index,
+            "applied": record.last_applied,
+            "last_index": record.log.last_index,
+            "halt_reason": record.halt_reason,
+            "peers": {
+                peer.id: {
+                    "match": peer.match_index,
+                    "next": peer.next_index,
+                    "state": "probe" if peer.probing else "replicate",
+                    "inflight": len(peer.inflight),
+                }
+                for peer in record.peers.values()
+            },
+        }
+
+    # -- inputs ----------------------------------------------------------------------------
+    def tick(self) -> None:
+        """Advance logical time by one tick."""
+        consensus = self._consensus
+        if self.record.role is Role.leader:
+            consensus.election_elapsed += 1
+            consensus.heartbeat_elapsed += 1
+            if consensus.election_elapsed >= self.config.election_ticks:
+                consensus.election_elapsed = 0
+                self._fire(Event.election_timeout)
+                if self.record.role is not Role.leader:
+                    return
+            if consensus.heartbeat_elapsed >= self.config.heartbeat_ticks:
+                consensus.heartbeat_elapsed = 0
+                self._fire(Event.heartbeat_timeout)
+        else:
+            consensus.election_elapsed += 1
+            if consensus.election_elapsed >= consensus.randomized_timeout:
+                self._fire(Event.election_timeout)
+
+    def step(self, message: WireMessage) -> None:
+        """Handle a message from a peer. A higher term is adopted first (§5.1)."""
+        record = self.record
+        if message.receiver != record.id or message.sender not in record.peers:
+            raise UnknownPeer(
+                f"node {record.id} got a message from {message.sender!r} to {message.receiver!r}; "
+                f"the configuration is {list(self.voters)}"
+            )
+        if message.term > record.current_term:
+            leader = message.sender if isinstance(message, AppendEntries | InstallSnapshot) else None
+            self._fire(Event.higher_term, TermNotice(message.term, leader))
+        self._fire(_EVENT_OF_MESSAGE[type(message)], message)
+
+    def propose(self, command: bytes) -> tuple[int, int]:
+        """Append one command; return its (index, term). Raises NotLeader on a follower
+        or candidate. The command is committed once a later Ready applies that index
+        with that term."""
+        self._fire(Event.propose, Proposal((command,)))
+        first, _, term = self._consensus.last_proposal
+        return first, term
+
+    def propose_batch(self, commands: Sequence[bytes]) -> tuple[int, int, int]:
+        """Append many commands at once; return (first index, last index, term)."""
+        self._fire(Event.propose, Proposal(commands))
+        return self._consensus.last_proposal
+
+    def campaign(self) -> None:
+        """Start an election now (as if the election timeout had elapsed)."""
+        if self.record.role is not Role.leader:
+            self._fire(Event.election_timeout)
+
+    def fail(self, reason: str) -> None:
+        """The driver could not persist or apply: move to the error role for good."""
+        self._fire(Event.fatal_error, FatalError(reason))
+
+    def compact(self, index: int, data: bytes) -> Snapshot:
+        """The application snapshotted its state at `index` (<= last_applied): drop the
+        log up to there. The driver stores the returned snapshot (storage.compact)."""
+        record = self.record
+        if index > record.last_applied:
+            raise ValueError(f"cannot compact to {index}: only {record.last_applied} is applied")
+        term = record.log.term_at(index)
+        if term is None:
+            raise ValueError(f"cannot compact to {index}: the log starts after {record.log.offset}")
+        snapshot = Snapshot(index, term, self.voters, data)
+        record.log.compact(index)
+        self._consensus.snapshot = snapshot
+        return snapshot
+
+    # -- outputs ---------------------------------------------------------------------------
+    def _hard_state(self) -> HardState | None:
+        record = self.record
+        persisted = self._persisted
+        if (
+            persisted.term == record.current_term
+            and persisted.vote == record.voted_for
+            and persisted.commit == record.commit_index
+        ):
+            return None
+        return HardState(record.current_term, record.voted_for, record.commit_index)
+
+    def _soft_state(self) -> SoftState | None:
+        record = self.record
+        if self._soft.role is record.role and self._soft.leader_id == record.leader_id:
+            return None
+        return SoftState(record.role, record.leader_id)
+
+    def has_ready(self) -> bool:
+        record = self.record
+        consensus = self._consensus
+        if record.role is Role.error:
+            return self._soft_state() is not None
+        return bool(
+            consensus.outbox
+            or consensus.pending_broadcast
+            or record.log.stable < record.log.last_index
+            or record.commit_index > record.last_applied
+            or consensus.received_snapshot is not None
+            or self._hard_state() is not None
+            or self._soft_state() is not None
+        )
+
+    def ready(self) -> Ready:
+        record = self.record
+        consensus = self._consensus
+        if record.role is Role.error:
+            return Ready((), (), None, (), None, self._soft_state())
+        if consensus.pending_broadcast and record.role is Role.leader:
+            consensus.flush()
+        log = record.log
+        snapshot = consensus.received_snapshot
+        apply_from = (snapshot.index if snapshot is not None else record.last_applied) + 1
+        committed = log.slice(apply_from, record.commit_index + 1) if record.commit_index >= apply_from else ()
+        messages = consensus.outbox
+        consensus.outbox = []
+        return Ready(messages, log.unstable(), self._hard_state(), committed, snapshot, self._soft_state())
+
+    def advance(self, ready: Ready) -> None:
+        """The driver persisted, sent and applied `ready`."""
+        record = self.record
+        consensus = self._consensus
+        if ready.soft_state is not None:
+            self._soft = ready.soft_state
+        if record.role is Role.error:
+            return
+        if ready.entries:
+            record.log.mark_stable(ready.entries[-1].index)
+        if ready.hard_state is not None:
+            self._persisted = ready.hard_state
+        if ready.snapshot is not None:
+            record.last_applied = max(record.last_applied, ready.snapshot.index)
+            if consensus.received_snapshot is ready.snapshot:
+                consensus.received_snapshot = None
+        if ready.committed_entries:
+            record.last_applied = ready.committed_entries[-1].index
+        if record.role is Role.leader:
+            consensus.maybe_commit()  # our own entries just became durable

@@ -1,0 +1,65 @@
+"""What crosses the boundary between the sans-I/O core and its driver."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from attrs import frozen
+
+from generated.raft_fsm import Entry, Role, WireMessage
+
+
+@frozen
+class HardState:
+    """What must be durable before a node speaks: term, vote and commit index (§5, Figure 2)."""
+
+    term: int = 0
+    vote: str | None = None
+    commit: int = 0
+
+
+@frozen
+class Snapshot:
+    """A state-machine snapshot covering the log up to (index, term)."""
+
+    index: int
+    term: int
+    configuration: tuple[str, ...]
+    data: bytes
+
+
+@frozen
+class SoftState:
+    """Volatile facts a driver may want to show: the role and the known leader."""
+
+    role: Role
+    leader_id: str | None
+
+
+@frozen
+class PersistentState:
+    """What a storage hands to a core at start: the last hard state, the last snapshot
+    (if any) and the log entries after it."""
+
+    hard_state: HardState
+    snapshot: Snapshot | None
+    entries: Sequence[Entry]
+
+
+@frozen
+class Ready:
+    """One batch of work for the driver, handled in this order:
+
+    1. persist `snapshot` (it replaces the whole log), `entries` (they replace any stored
+       entries from `entries[0].index` on) and `hard_state`, in one transaction;
+    2. send `messages`;
+    3. restore `snapshot` into the state machine, then apply `committed_entries`;
+    4. call `core.advance(ready)`.
+    """
+
+    messages: Sequence[WireMessage]
+    entries: Sequence[Entry]
+    hard_state: HardState | None
+    committed_entries: Sequence[Entry]
+    snapshot: Snapshot | None
+    soft_state: SoftState | None

@@ -1,0 +1,471 @@
+"""A deterministic simulator: N `RaftCore`s on a virtual network and virtual disks.
+
+Everything is driven by one seeded RNG and a virtual tick counter, so a seed replays
+exactly. Faults: partitions, crashes (a node keeps only what its driver persisted),
+restarts, and message drop / duplication / reordering / delay. Safety checkers run after
+every step and raise `InvariantViolation` with a readable account.
+
+Users can run their own state machine under it: pass `state_machine=` a factory of
+objects with `apply(command: bytes) -> object`, `snapshot() -> bytes`, `restore(bytes)`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import random
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
+
+from attrs import define, field
+
+from generated.raft_fsm import EntryKind, Role, WireMessage
+from runtime.consensus import Config, Consensus
+from runtime.core import RaftCore
+from runtime.errors import NotLeader
+from runtime.ready import Ready
+from runtime.storage.memory import MemoryStorage
+
+
+class InvariantViolation(AssertionError):
+    """A Raft safety or liveness property was broken. The message says which, where, and
+    how to replay it."""
+
+
+class SimStateMachine(Protocol):
+    def apply(self, command: bytes) -> object: ...
+    def snapshot(self) -> bytes: ...
+    def restore(self, data: bytes) -> None: ...
+
+
+class ListStateMachine:
+    """The default state machine: remembers every command in order."""
+
+    def __init__(self) -> None:
+        self.commands: list[bytes] = []
+
+    def apply(self, command: bytes) -> object:
+        self.commands.append(command)
+        return len(self.commands)
+
+    def snapshot(self) -> bytes:
+        return b"\x00".join(self.commands)
+
+    def restore(self, data: bytes) -> None:
+        self.commands = data.split(b"\x00") if data else []
+
+
+@define
+class Faults:
+    """Per-message probabilities, and the largest extra delay in ticks."""
+
+    drop: float = 0.0
+    duplicate: float = 0.0
+    reorder: float = 0.0
+    delay: int = 0
+
+
+@define
+class SimNode:
+    id: str
+    core: RaftCore
+    disk: MemoryStorage
+    machine: SimStateMachine
+    alive: bool = True
+    applied: dict[int, tuple[int, bytes]] = field(factory=dict)
+    """index -> (term, command) applied in this incarnation."""
+    last_commit: int = 0
+    last_applied: int = 0
+
+
+class Simulation:
+    """See the module docstring. Typical use::
+
+        sim = Simulation(nodes=5, seed=7)
+        sim.run(200)
+        index, term = sim.propose(b"x")
+        sim.run(100)
+        sim.check()
+    """
+
+    def __init__(
+        self,
+        nodes: int = 3,
+        seed: int = 0,
+        config: Config | None = None,
+        state_machine: Callable[[], SimStateMachine] = ListStateMachine,
+        handlers: type[Consensus] | dict[str, type[Consensus]] = Consensus,
+        latency: int = 1,
+        snapshot_every: int = 0,
+    ) -> None:
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.config = config or Config(election_ticks=10, heartbeat_ticks=2)
+        self.ids = tuple(f"n{i}" for i in range(1, nodes + 1))
+        self.state_machine = state_machine
+        self.handlers = handlers
+        self.latency = latency
+        self.snapshot_every = snapshot_every
+        self.now = 0
+        self.faults = Faults()
+        self.groups: list[frozenset[str]] | None = None
+        self._network: list[tuple[int, int, WireMessage]] = []
+        self._sequence = 0
+        self.messages_sent = 0
+        self.trace: deque[str] = deque(maxlen=40)
+        # checker state
+        self.leaders: dict[int, str] = {}
+        self.committed: dict[int, tuple[int, bytes]] = {}
+        self.proposals: dict[int, tuple[int, bytes]] = {}
+        self.acknowledged: dict[int, bytes] = {}
+        self.nodes: dict[str, SimNode] = {}
+        for number, node_id in enumerate(self.ids):
+            self.nodes[node_id] = self._boot(node_id, MemoryStorage(), number)
+
+    # -- construction -------------------------------------------------------------------
+    def _handlers_for(self, node_id: str) -> type[Consensus]:
+        if isinstance(self.handlers, dict):
+            return self.handlers.get(node_id, Consensus)
+        return self.handlers
+
+    def _boot(self, node_id: str, disk: MemoryStorage, salt: int) -> SimNode:
+        state = disk.initial_state()
+        config = Config(
+            election_ticks=self.config.election_ticks,
+            heartbeat_ticks=self.config.heartbeat_ticks,
+            max_entries_per_message=self.config.max_entries_per_message,
+            max_bytes_per_message=self.config.max_bytes_per_message,
+            max_inflight=self.config.max_inflight,
+            check_quorum=self.config.check_quorum,
+            seed=self.rng.randrange(2**32) ^ salt,
+        )
+        core = RaftCore(node_id, self.ids, config, state, handlers=self._handlers_for(node_id))
+        machine = self.state_machine()
+        if state.snapshot is not None:
+            machine.restore(state.snapshot.data)
+        node = SimNode(node_id, core, disk, machine)
+        node.last_commit = core.commit_index
+        node.last_applied = core.last_applied
+        return node
+
+    # -- faults ---------------------------------------------------------------------------
+    def set_faults(self, drop: float = 0.0, duplicate: float = 0.0, reorder: float = 0.0, delay: int = 0) -> None:
+        self.faults = Faults(drop, duplicate, reorder, delay)
+
+    def partition(self, *groups: Iterable[str]) -> None:
+        """Only nodes within one group can talk; nodes in no group are isolated."""
+        self.groups = [frozenset(g) for g in groups]
+        self.trace.append(f"t={self.now} partition {[sorted(g) for g in self.groups]}")
+
+    def isolate(self, node_id: str) -> None:
+        self.partition([node_id], [n for n in self.ids if n != node_id])
+
+    def heal(self) -> None:
+        self.groups = None
+        self.faults = Faults()
+        self.trace.append(f"t={self.now} heal")
+
+    def crash(self, node_id: str) -> None:
+        """Stop the node; everything it did not persist is lost."""
+        node = self.nodes[node_id]
+        node.alive = False
+        self.trace.append(f"t={self.now} crash {node_id}")
+
+    def restart(self, node_id: str) -> None:
+        node = self.nodes[node_id]
+        if node.alive:
+            return
+        self.nodes[node_id] = self._boot(node_id, node.disk, self.rng.randrange(1000))
+        self.trace.append(f"t={self.now} restart {node_id}")
+
+    def _connected(self, a: str, b: str) -> bool:
+        if self.groups is None:
+            return True
+        return any(a in g and b in g for g in self.groups)
+
+    # -- clients --------------------------------------------------------------------------
+    def leader(self) -> str | None:
+        """The live leader with the highest term, if any."""
+        best: SimNode | None = None
+        for node in self.nodes.values():
+            if node.alive and node.core.role is Role.leader and (best is None or node.core.term > best.core.term):
+                best = node
+        return best.id if best else None
+
+    def propose(self, command: bytes, node_id: str | None = None) -> tuple[int, int]:
+        """Propose on `node_id` (default: the leader). Raises NotLeader if there is none."""
+        target = node_id or self.leader()
+        if target is None:
+            raise NotLeader("simulation", None)
+        node = self.nodes[target]
+        index, term = node.core.propose(command)
+        self.proposals[index] = (term, command)
+        self._drain(node)
+        return index, term
+
+    # -- running --------------------------------------------------------------------------
+    def run(self, ticks: int) -> None:
+        for _ in range(ticks):
+            self.step_tick()
+
+    def step_tick(self) -> None:
+        self.now += 1
+        network = self._network
+        while network and network[0][0] <= self.now:
+            _, _, message = heapq.heappop(network)
+            node = self.nodes[message.receiver]
+            if node.alive and self._connected(message.sender, message.receiver):
+                node.core.step(message)
+                self._drain(node)
+        for node in self.nodes.values():
+            if node.alive:
+                node.core.tick()
+                self._drain(node)
+
+    def _send(self, message: WireMessage) -> None:
+        faults = self.faults
+        rng = self.rng
+        self.messages_sent += 1
+        if faults.drop and rng.random() < faults.drop:
+            return
+        copies = 2 if faults.duplicate and rng.random() < faults.duplicate else 1
+        for _ in range(copies):
+            delay = self.latency
+            if faults.delay:
+                delay += rng.randrange(faults.delay + 1)
+            if faults.reorder and rng.random() < faults.reorder:
+                delay += rng.randrange(1, 4)
+            self._sequence += 1
+            heapq.heappush(self._network, (self.now + delay, self._sequence, message))
+
+    def _drain(self, node: SimNode) -> None:
+        """Process Readies the way a real driver does: persist, send, apply, advance."""
+        core = node.core
+        while node.alive and core.has_ready():
+            ready = core.ready()
+            node.disk.persist(ready.entries, ready.hard_state, ready.snapshot)
+            for message in ready.messages:
+                self._send(message)
+            self._apply(node, ready)
+            core.advance(ready)
+            self._check_node(node, ready)
+            if self.snapshot_every and core.last_applied - core.log.offset >= self.snapshot_every:
+                snapshot = core.compact(core.last_applied, node.machine.snapshot())
+                node.disk.compact(snapshot)
+
+    def _apply(self, node: SimNode, ready: Ready) -> None:
+        if ready.snapshot is not None:
+            node.machine.restore(ready.snapshot.data)
+        committed = self.committed
+        acknowledged = self.acknowledged
+        for entry in ready.committed_entries:
+            index = entry.index
+            if entry.kind is EntryKind.data:
+                node.machine.apply(entry.data)
+            value = (entry.term, entry.data)
+            node.applied[index] = value
+            seen = committed.get(index)
+            if seen is None:
+                committed[index] = value
+            elif seen != value:
+                self.violation(
+                    "State Machine Safety",
+                    f"{node.id} applied {value} at index {index}, another node applied {seen}",
+                )
+            if node.core.role is Role.leader and self.proposals.get(index) == value:
+                acknowledged[index] = entry.data
+            elif index in acknowledged and acknowledged[index] != entry.data:
+                self.violation(
+                    "acknowledged proposal lost",
+                    f"{node.id} applied {entry.data!r} at index {index}, acknowledged was {acknowledged[index]!r}",
+                )
+
+    # -- checkers ----------------------------------------------------------------------------
+    def violation(self, rule: str, detail: str) -> None:
+        account = "\n".join(f"    {line}" for line in self.trace)
+        raise InvariantViolation(
+            f"{rule} violated at tick {self.now} (seed {self.seed}): {detail}\n"
+            f"  recent events:\n{account}\n"
+            f"  replay: raftfsm sim --nodes {len(self.ids)} --seed {self.seed}"
+        )
+
+    def _check_node(self, node: SimNode, ready: Ready) -> None:
+        core = node.core
+        if ready.soft_state is not None:
+            self.trace.append(
+                f"t={self.now} {node.id} {ready.soft_state.role.name} term={core.term} "
+                f"leader={ready.soft_state.leader_id}"
+            )
+            if ready.soft_state.role is Role.leader:
+                term = core.term
+                other = self.leaders.setdefault(term, node.id)
+                if other != node.id:
+                    self.violation("Election Safety", f"{other} and {node.id} are both leaders of term {term}")
+                self._check_leader_completeness(node)
+        if core.commit_index < node.last_commit:
+            self.violation("commit index monotonic", f"{node.id} commit went {node.last_commit} -> {core.commit_index}")
+        if core.last_applied < node.last_applied:
+            self.violation("applied index monotonic", f"{node.id} applied {node.last_applied} -> {core.last_applied}")
+        if core.last_applied > core.commit_index:
+            self.violation("applied <= committed", f"{node.id} applied {core.last_applied} > {core.commit_index}")
+        node.last_commit = core.commit_index
+        node.last_applied = core.last_applied
+
+    def _check_leader_completeness(self, node: SimNode) -> None:
+        """§5.4: a leader's log holds every entry committed in earlier terms."""
+        log = node.core.log
+        for index, (term, data) in self.committed.items():
+            if index <= log.offset:
+                continue
+            local = log.term_at(index)
+            if local is None or local != term or log.entry(index).data != data:
+                self.violation(
+                    "Leader Completeness",
+                    f"new leader {node.id} (term {node.core.term}) lacks committed entry {index} (term {term})",
+                )
+
+    def check_log_matching(self) -> None:
+        """§5.3 Log Matching: if two logs hold an entry with the same index and term, the
+        logs are identical up to it."""
+        nodes = [n for n in self.nodes.values()]
+        for position, first in enumerate(nodes):
+            for second in nodes[position + 1 :]:
+                a, b = first.core.log, second.core.log
+                low = max(a.offset, b.offset) + 1
+                high = min(a.last_index, b.last_index)
+                # highest index where both have the same term
+                index = high
+                while index >= low and a.term_at(index) != b.term_at(index):
+                    index -= 1
+                for i in range(index, low - 1, -1):
+                    ea, eb = a.entry(i), b.entry(i)
+                    if ea is not eb and (ea.term, ea.kind, ea.data) != (eb.term, eb.kind, eb.data):
+                        self.violation(
+                            "Log Matching",
+                            f"{first.id} and {second.id} agree at index {index} but differ at {i}",
+                        )
+
+    def check(self) -> None:
+        """Run the whole-cluster checkers now (the per-step ones run continuously)."""
+        self.check_log_matching()
+
+    def check_liveness(self, within: int | None = None) -> None:
+        """After faults heal: a leader within a bound, every entry of its log committed
+        (the no-op takes care of earlier terms), then a new proposal applied everywhere,
+        and every acknowledged proposal applied by every live node at its index."""
+        bound = within or self.config.election_ticks * 20
+        self.heal()
+        for node_id in self.ids:
+            self.restart(node_id)
+        deadline = self.now + bound
+        while True:
+            leader_id = self.leader()
+            if leader_id is not None:
+                core = self.nodes[leader_id].core
+                if core.commit_index == core.log.last_index:
+                    break
+            if self.now >= deadline:
+                state = "no leader"
+                if leader_id is not None:
+                    state = f"leader {leader_id} at commit {core.commit_index} of {core.log.last_index}"
+                self.violation("liveness", f"{bound} ticks after the faults healed: {state}")
+            self.step_tick()
+        index, _ = self.propose(b"liveness-probe")
+        deadline = self.now + bound
+        while not all(n.core.last_applied >= index for n in self.nodes.values()):
+            if self.now >= deadline:
+                self.violation("liveness", f"proposal at {index} not applied everywhere within {bound} ticks")
+            self.step_tick()
+        for index, data in self.acknowledged.items():
+            for node in self.nodes.values():
+                if index <= node.core.log.offset and index not in node.applied:
+                    continue  # covered by a snapshot this incarnation restored
+                got = node.applied.get(index)
+                if got is None or got[1] != data:
+                    self.violation(
+                        "acknowledged proposal lost",
+                        f"{node.id} has {got} at index {index}, acknowledged was {data!r}",
+                    )
+        self.check()
+
+
+class Nemesis:
+    """Mixes every fault at random (seeded by the simulation) while clients propose."""
+
+    def __init__(self, sim: Simulation, faults: Sequence[str] = ("all",)) -> None:
+        self.sim = sim
+        kinds = {"partition", "crash", "drop", "duplicate", "reorder", "delay"}
+        self.kinds = kinds if "all" in faults else set(faults) & kinds
+        self.counter = 0
+
+    def run(self, ticks: int, propose_every: int = 3) -> None:
+        sim = self.sim
+        rng = sim.rng
+        ids = list(sim.ids)
+        end = sim.now + ticks
+        while sim.now < end:
+            if rng.random() < 0.02:
+                self._strike(rng, ids)
+            if sim.now % propose_every == 0:
+                leader = sim.leader()
+                if leader is not None:
+                    self.counter += 1
+                    with contextlib.suppress(NotLeader):
+                        sim.propose(f"c{self.counter}".encode(), leader)
+            sim.step_tick()
+            if sim.now % 200 == 0:
+                sim.check()
+
+    def _strike(self, rng: random.Random, ids: list[str]) -> None:
+        sim = self.sim
+        choice = rng.choice(sorted(self.kinds | {"heal"}))
+        if choice == "partition":
+            shuffled = ids[:]
+            rng.shuffle(shuffled)
+            cut = rng.randrange(1, len(ids))
+            sim.partition(shuffled[:cut], shuffled[cut:])
+        elif choice == "crash":
+            alive = [n for n in ids if sim.nodes[n].alive]
+            dead = [n for n in ids if not sim.nodes[n].alive]
+            if dead and rng.random() < 0.6:
+                sim.restart(rng.choice(dead))
+            elif len(alive) > len(ids) // 2 + 0:
+                sim.crash(rng.choice(alive))
+        elif choice == "heal":
+            sim.heal()
+            for node_id in ids:
+                if rng.random() < 0.5:
+                    sim.restart(node_id)
+        else:
+            f = sim.faults
+            sim.set_faults(
+                drop=rng.choice((0.0, 0.05, 0.2)) if choice == "drop" else f.drop,
+                duplicate=rng.choice((0.0, 0.1, 0.3)) if choice == "duplicate" else f.duplicate,
+                reorder=rng.choice((0.0, 0.2, 0.5)) if choice == "reorder" else f.reorder,
+                delay=rng.choice((0, 2, 5)) if choice == "delay" else f.delay,
+            )
+            sim.trace.append(f"t={sim.now} faults {sim.faults}")
+
+
+def run_seed(
+    seed: int, nodes: int = 5, ticks: int = 2000, faults: Sequence[str] = ("all",),
+    handlers: type[Consensus] | dict[str, type[Consensus]] = Consensus, snapshot_every: int = 0,
+) -> Simulation:
+    """One nemesis run followed by the liveness check; raises InvariantViolation."""
+    sim = Simulation(nodes=nodes, seed=seed, handlers=handlers, snapshot_every=snapshot_every)
+    Nemesis(sim, faults).run(ticks)
+    sim.check_liveness()
+    return sim
+
+
+__all__ = [
+    "Faults",
+    "InvariantViolation",
+    "ListStateMachine",
+    "Nemesis",
+    "SimNode",
+    "SimStateMachine",
+    "Simulation",
+    "run_seed",
+]

@@ -1,0 +1,91 @@
+"""The contract between a driver and the durable home of a node's log and hard state.
+
+A driver calls `persist` once per `Ready`, before it sends anything that depends on the
+batch (§5, "persist before you speak"), so a call is one atomic transaction: after a
+crash either the whole batch is there or none of it is. Errors of the medium become
+`StorageError`; errors of the caller (a batch that would leave a hole in the log) are
+`ValueError`, because retrying them can never succeed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from generated.raft_fsm import Entry
+from runtime.errors import RaftError
+from runtime.ready import HardState, PersistentState, Snapshot
+
+
+class StorageError(RaftError):
+    """The medium failed (I/O error, full disk, lock held, wrong directory); the node can no
+    longer promise durability and must stop acknowledging."""
+
+
+class CorruptStorage(StorageError):
+    """What is on disk is not a log this library wrote, or no longer reads back as one.
+    Raised at open; nothing is repaired or dropped, so an operator can inspect the files."""
+
+
+class Storage(Protocol):
+    def initial_state(self) -> PersistentState:
+        """The last hard state, the last snapshot (or None) and the entries after it,
+        in index order."""
+        ...
+
+    def persist(
+        self, entries: Sequence[Entry], hard_state: HardState | None, snapshot: Snapshot | None
+    ) -> None:
+        """In one transaction: `snapshot` (if given) replaces the whole log; `entries`
+        (if any) replace every stored entry from `entries[0].index` on; `hard_state`
+        (if given) is saved."""
+        ...
+
+    def compact(self, snapshot: Snapshot) -> None:
+        """Store `snapshot` and drop the entries it covers (index <= snapshot.index),
+        in one transaction."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def check_batch(
+    entries: Sequence[Entry], snapshot: Snapshot | None, first_index: int, last_index: int
+) -> None:
+    """Reject a batch that would leave a hole in the log or overwrite compacted entries.
+
+    `first_index`/`last_index` describe the stored log before the batch. Only the ends of
+    `entries` are looked at, so the check costs the same for 1 and 10,000 entries.
+    """
+    if snapshot is not None:
+        first_index, last_index = snapshot.index + 1, snapshot.index
+    if not entries:
+        return
+    start, end = entries[0].index, entries[-1].index
+    if end - start != len(entries) - 1:
+        raise ValueError(f"entries to persist are not contiguous: {len(entries)} entries span {start}..{end}")
+    if not first_index <= start <= last_index + 1:
+        raise ValueError(
+            f"entries to persist start at {start}, but the stored log holds {first_index}..{last_index}"
+            " (a batch may overwrite a suffix or extend the log, never leave a hole or touch"
+            " compacted entries)"
+        )
+
+
+def check_compaction(snapshot: Snapshot, snapshot_index: int, last_index: int) -> None:
+    """A snapshot older than the stored one, or beyond the log, means the application and
+    the log disagree about what was applied; storing it would lose or invent entries."""
+    if snapshot.index < snapshot_index:
+        raise ValueError(f"snapshot at {snapshot.index} is older than the stored one at {snapshot_index}")
+    if snapshot.index > last_index:
+        raise ValueError(f"snapshot at {snapshot.index} is beyond the last log entry {last_index}")
+
+
+def describe_batch(entries: Sequence[Entry], hard_state: HardState | None, snapshot: Snapshot | None) -> str:
+    """Name what a failed persist was carrying, for the one-line error message."""
+    parts = [f"{len(entries)} entries"]
+    if hard_state is not None:
+        parts.append("the hard state")
+    if snapshot is not None:
+        parts.append(f"a snapshot at {snapshot.index}")
+    return ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]

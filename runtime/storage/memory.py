@@ -1,0 +1,52 @@
+"""A storage that lives as long as the process: for tests and the simulator, where
+"durable" means "survives a simulated crash of the core", and speed matters because
+the simulator persists every Ready of every node."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from generated.raft_fsm import Entry
+from runtime.ready import HardState, PersistentState, Snapshot
+from runtime.storage.base import check_batch, check_compaction
+
+
+class MemoryStorage:
+    """Entries live in one list; position `i` holds index `offset + 1 + i`, where `offset`
+    is the index of the last snapshot (0 without one)."""
+
+    __slots__ = ("_entries", "_hard_state", "_offset", "_snapshot")
+
+    def __init__(self) -> None:
+        self._entries: list[Entry] = []
+        self._hard_state = HardState()
+        self._snapshot: Snapshot | None = None
+        self._offset = 0
+
+    def initial_state(self) -> PersistentState:
+        # A new list: the caller's log must not alias what a later persist truncates.
+        return PersistentState(self._hard_state, self._snapshot, list(self._entries))
+
+    def persist(
+        self, entries: Sequence[Entry], hard_state: HardState | None, snapshot: Snapshot | None
+    ) -> None:
+        check_batch(entries, snapshot, self._offset + 1, self._offset + len(self._entries))
+        if snapshot is not None:
+            self._snapshot = snapshot
+            self._offset = snapshot.index
+            self._entries = []
+        if entries:
+            del self._entries[entries[0].index - self._offset - 1 :]
+            self._entries.extend(entries)
+        if hard_state is not None:
+            self._hard_state = hard_state
+
+    def compact(self, snapshot: Snapshot) -> None:
+        check_compaction(snapshot, self._offset, self._offset + len(self._entries))
+        del self._entries[: snapshot.index - self._offset]
+        self._offset = snapshot.index
+        self._snapshot = snapshot
+
+    def close(self) -> None:
+        """Nothing to release; the state stays readable so a simulated restart can
+        call `initial_state()` again."""
