@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 
 from generator import cli as generator_cli
+from runtime import simcli
 
 Command = Callable[[argparse.Namespace, list[str]], int]
 
@@ -26,9 +27,14 @@ def _demo(args: argparse.Namespace, rest: list[str]) -> int:
     return status
 
 
+def _sim(args: argparse.Namespace, rest: list[str]) -> int:
+    return simcli.run(args)
+
+
 COMMANDS: dict[str, tuple[Command, str]] = {
     "generate": (_generate, "render fsm_spec/raft.yaml into generated/ (same flags as python -m generator)"),
     "demo": (_demo, "regenerate and show where the diagram and protocol docs are"),
+    "sim": (_sim, "run the deterministic simulator over many seeds with a fault nemesis"),
 }
 
 
@@ -38,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
-        sub.add_parser(name, help=help_text, description=help_text, add_help=name != "generate")
+        command = sub.add_parser(name, help=help_text, description=help_text, add_help=name != "generate")
+        if name == "sim":
+            simcli.add_arguments(command)
     return parser
 
 

@@ -216,7 +216,10 @@ class Simulation:
             _, _, message = heapq.heappop(network)
             node = self.nodes[message.receiver]
             if node.alive and self._connected(message.sender, message.receiver):
-                node.core.step(message)
+                try:
+                    node.core.step(message)
+                except AssertionError as exc:
+                    self.violation("internal consistency", f"{node.id} asserted while handling {message}: {exc}")
                 self._drain(node)
         for node in self.nodes.values():
             if node.alive:
@@ -393,9 +396,10 @@ class Simulation:
 class Nemesis:
     """Mixes every fault at random (seeded by the simulation) while clients propose."""
 
-    def __init__(self, sim: Simulation, faults: Sequence[str] = ("all",)) -> None:
+    def __init__(self, sim: Simulation, faults: Sequence[str] = ("all",), rate: float = 0.02) -> None:
         self.sim = sim
-        kinds = {"partition", "crash", "drop", "duplicate", "reorder", "delay"}
+        self.rate = rate
+        kinds = {"partition", "crash", "reboot", "drop", "duplicate", "reorder", "delay"}
         self.kinds = kinds if "all" in faults else set(faults) & kinds
         self.counter = 0
 
@@ -405,10 +409,12 @@ class Nemesis:
         ids = list(sim.ids)
         end = sim.now + ticks
         while sim.now < end:
-            if rng.random() < 0.02:
+            if rng.random() < self.rate:
                 self._strike(rng, ids)
             if sim.now % propose_every == 0:
-                leader = sim.leader()
+                # clients may reach a stale leader that has not noticed it was deposed
+                leaders = [n for n in ids if sim.nodes[n].alive and sim.nodes[n].core.role is Role.leader]
+                leader = rng.choice(leaders) if leaders else None
                 if leader is not None:
                     self.counter += 1
                     with contextlib.suppress(NotLeader):
@@ -432,6 +438,11 @@ class Nemesis:
                 sim.restart(rng.choice(dead))
             elif len(alive) > len(ids) // 2 + 0:
                 sim.crash(rng.choice(alive))
+        elif choice == "reboot":
+            # kill -9 and an immediate restart by a supervisor
+            victim = rng.choice(ids)
+            sim.crash(victim)
+            sim.restart(victim)
         elif choice == "heal":
             sim.heal()
             for node_id in ids:
@@ -451,10 +462,11 @@ class Nemesis:
 def run_seed(
     seed: int, nodes: int = 5, ticks: int = 2000, faults: Sequence[str] = ("all",),
     handlers: type[Consensus] | dict[str, type[Consensus]] = Consensus, snapshot_every: int = 0,
+    config: Config | None = None, rate: float = 0.02,
 ) -> Simulation:
     """One nemesis run followed by the liveness check; raises InvariantViolation."""
-    sim = Simulation(nodes=nodes, seed=seed, handlers=handlers, snapshot_every=snapshot_every)
-    Nemesis(sim, faults).run(ticks)
+    sim = Simulation(nodes=nodes, seed=seed, handlers=handlers, snapshot_every=snapshot_every, config=config)
+    Nemesis(sim, faults, rate).run(ticks)
     sim.check_liveness()
     return sim
 

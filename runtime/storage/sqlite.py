@@ -18,6 +18,7 @@ import errno
 import fcntl
 import json
 import os
+import resource
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,6 +44,7 @@ _SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 _TABLES: Final = frozenset({"meta", "hard_state", "snapshot", "entries"})
 _KINDS: Final = {kind.value: kind for kind in EntryKind}
 _MASK: Final = 0xFFFFFFFF
+_LOW_SPACE: Final = 1 << 20  # a write failing with less than this left is taken for a full disk
 
 _SCHEMA: Final = (
     f"PRAGMA application_id = {APPLICATION_ID}",
@@ -144,6 +146,10 @@ class SqliteStorage:
     `fsync=False` (synchronous=OFF) makes a power cut lose acknowledged writes; it is for
     benchmarks and tests only. Calls must not overlap (the driver is single-threaded per
     node), but they may come from different threads, e.g. an executor.
+
+    Opening checks the structure (quick_check, identity, a gap-free log) without reading
+    every row; `initial_state()` reads every row anyway and checks its CRC there. So a
+    restart meets CorruptStorage from either call, and pays for one pass over the log.
     """
 
     def __init__(self, data_dir: Path | str, *, node_id: str, cluster_id: str, fsync: bool = True) -> None:
@@ -192,7 +198,7 @@ class SqliteStorage:
                 connection.execute("COMMIT")
                 self._sync_directory()
         except (sqlite3.Error, OSError) as error:
-            raise StorageError(f"{_cause(error)} while opening {self.path}: {_detail(error)}") from error
+            raise StorageError(self._explain(error, f"opening {self.path}")) from error
 
     def _check_directory(self) -> None:
         try:
@@ -233,8 +239,8 @@ class SqliteStorage:
             raise StorageError(f"cannot write pid to lock file {lock_path}: {_detail(error)}") from error
 
     def _check_header(self) -> None:
-        """Catch foreign and truncated files before SQLite sees them: SQLite would open a
-        zero-length or garbage file and happily start a new database over it."""
+        """Catch foreign and emptied files before SQLite sees them: SQLite takes a zero-length
+        file for a new database and would initialize it as if this node never ran."""
         try:
             with open(self.path, "rb") as file:
                 header = file.read(100)
@@ -344,6 +350,8 @@ class SqliteStorage:
     ) -> None:
         connection = self._open_connection()
         check_batch(entries, snapshot, self._snapshot_index + 1, self._last_index)
+        if not entries and hard_state is None and snapshot is None:
+            return  # an empty Ready: no transaction, no fsync
         try:
             connection.execute("BEGIN IMMEDIATE")
             if snapshot is not None:
@@ -358,8 +366,9 @@ class SqliteStorage:
                 connection.execute(_SAVE_HARD_STATE, (term, vote, commit, crc))
             connection.execute("COMMIT")
         except (sqlite3.Error, OSError) as error:
-            doing = f"persisting {describe_batch(entries, hard_state, snapshot)}"
-            raise self._failed(connection, error, doing) from error
+            doing = f"persisting {describe_batch(entries, hard_state, snapshot)} to {self.path}"
+            size = sum(len(entry.data) for entry in entries) + (len(snapshot.data) if snapshot else 0)
+            raise self._failed(connection, error, doing, size) from error
         if snapshot is not None:
             self._snapshot_index = self._last_index = snapshot.index
         if entries:
@@ -374,7 +383,8 @@ class SqliteStorage:
             connection.execute("DELETE FROM entries WHERE idx <= ?", (snapshot.index,))
             connection.execute("COMMIT")
         except (sqlite3.Error, OSError) as error:
-            raise self._failed(connection, error, f"compacting the log up to {snapshot.index}") from error
+            doing = f"compacting the log up to {snapshot.index} in {self.path}"
+            raise self._failed(connection, error, doing, len(snapshot.data)) from error
         self._snapshot_index = snapshot.index
 
     def close(self) -> None:
@@ -385,7 +395,7 @@ class SqliteStorage:
             if connection is not None:
                 connection.close()
         except sqlite3.Error as error:
-            raise StorageError(f"{_cause(error)} while closing {self.path}: {_detail(error)}") from error
+            raise StorageError(self._explain(error, f"closing {self.path}")) from error
         finally:
             self._release()
 
@@ -411,15 +421,47 @@ class SqliteStorage:
             fd, self._lock_fd = self._lock_fd, None
             os.close(fd)  # closing the only descriptor releases the flock
 
-    def _failed(self, connection: sqlite3.Connection, error: BaseException, doing: str) -> StorageError:
+    def _failed(
+        self, connection: sqlite3.Connection, error: BaseException, doing: str, size: int
+    ) -> StorageError:
         """Roll back so the file holds exactly the transactions that were acknowledged."""
-        message = f"{_cause(error)} while {doing} to {self.path}: {_detail(error)}"
+        message = self._explain(error, doing, size)
         if connection.in_transaction:
             try:
                 connection.execute("ROLLBACK")
             except sqlite3.Error as rollback_error:
                 message += f"; rollback failed too: {_detail(rollback_error)}"
         return StorageError(message)
+
+    def _explain(self, error: BaseException, doing: str, size: int = 0) -> str:
+        """One line: cause, what was being done, SQLite's words, and the limit that was hit.
+
+        SQLite reports a full disk as SQLITE_FULL only sometimes (a refused write() can
+        also come back as SQLITE_IOERR_WRITE) and never passes errno on, so a failed write
+        is checked against the free space and the process's file size limit.
+        """
+        cause, detail = _cause(error), _detail(error)
+        if cause not in ("I/O error", "disk full"):
+            return f"{cause} while {doing}: {detail}"
+        try:
+            disk = os.statvfs(self.directory)
+            largest = max(
+                (self.directory / name).stat().st_size
+                for name in (DB_NAME, f"{DB_NAME}-wal")
+                if (self.directory / name).exists()
+            )
+        except (OSError, ValueError):
+            return f"{cause} while {doing}: {detail}"
+        free = disk.f_bavail * disk.f_frsize
+        file_size_limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if free < 2 * size + _LOW_SPACE:
+            return f"disk full while {doing}: {detail}; {free} bytes free on its file system"
+        if file_size_limit != resource.RLIM_INFINITY and largest + size + _LOW_SPACE >= file_size_limit:
+            return (
+                f"disk full while {doing}: {detail}; the process's file size limit"
+                f" (RLIMIT_FSIZE) of {file_size_limit} bytes is reached"
+            )
+        return f"{cause} while {doing}: {detail}"
 
     @staticmethod
     def _save_snapshot(connection: sqlite3.Connection, snapshot: Snapshot) -> None:
