@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import logging
 import random
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -25,7 +26,10 @@ from runtime.consensus import Config, Consensus
 from runtime.core import RaftCore
 from runtime.errors import NotLeader
 from runtime.ready import Ready
+from runtime.storage.base import Storage, StorageError
 from runtime.storage.memory import MemoryStorage
+
+log = logging.getLogger("raftfsm.sim")
 
 
 class InvariantViolation(AssertionError):
@@ -70,7 +74,7 @@ class Faults:
 class SimNode:
     id: str
     core: RaftCore
-    disk: MemoryStorage
+    disk: Storage
     machine: SimStateMachine
     alive: bool = True
     applied: dict[int, tuple[int, bytes]] = field(factory=dict)
@@ -129,7 +133,7 @@ class Simulation:
             return self.handlers.get(node_id, Consensus)
         return self.handlers
 
-    def _boot(self, node_id: str, disk: MemoryStorage, salt: int) -> SimNode:
+    def _boot(self, node_id: str, disk: Storage, salt: int) -> SimNode:
         state = disk.initial_state()
         config = Config(
             election_ticks=self.config.election_ticks,
@@ -247,7 +251,14 @@ class Simulation:
         core = node.core
         while node.alive and core.has_ready():
             ready = core.ready()
-            node.disk.persist(ready.entries, ready.hard_state, ready.snapshot)
+            try:
+                node.disk.persist(ready.entries, ready.hard_state, ready.snapshot)
+            except StorageError as exc:
+                # principle 4: a node that cannot persist stops; nothing of this Ready leaves
+                log.error("node %s: storage failed, entering the error role: %s", node.id, exc)
+                self.trace.append(f"t={self.now} {node.id} storage failed: {exc}")
+                core.fail(str(exc))
+                continue
             for message in ready.messages:
                 self._send(message)
             self._apply(node, ready)
