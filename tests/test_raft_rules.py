@@ -488,9 +488,7 @@ def test_heartbeats_every_heartbeat_ticks() -> None:
     per_tick: list[list[str]] = []
     for _ in range(30):
         core.tick()
-        per_tick.append(
-            sorted(m.receiver for m in messages(drain_all(core)) if isinstance(m, AppendEntries))
-        )
+        per_tick.append(sorted(m.receiver for m in messages(drain_all(core)) if isinstance(m, AppendEntries)))
     for tick, receivers in enumerate(per_tick, start=1):
         expected = ["n2", "n3"] if tick % 3 == 0 else []
         assert receivers == expected, f"tick {tick}: heartbeats to {receivers}"

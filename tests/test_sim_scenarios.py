@@ -199,10 +199,10 @@ def test_2A_idle_heartbeats_message_bound() -> None:
 
 
 # -- 2B: agreement ---------------------------------------------------------------------------
-def test_2B_basic_agree() -> None:
+@pytest.mark.parametrize("seed", [41, 141])
+def test_2B_basic_agree(seed: int) -> None:
     """§5.3 TestBasicAgree: each proposal is applied by every node, at the expected index,
     in order."""
-    seed = 41
     sim = Simulation(nodes=5, seed=seed)
     wait_leader(sim)
     expected: list[bytes] = []
@@ -220,10 +220,10 @@ def test_2B_basic_agree() -> None:
     sim.check_liveness()
 
 
-def test_2B_follower_failure() -> None:
+@pytest.mark.parametrize("seed", [42, 142])
+def test_2B_follower_failure(seed: int) -> None:
     """§5.3 TestFollowerFailure: with one of 3 crashed the other two still commit; with two
     crashed the leader cannot commit (its commit index does not advance)."""
-    seed = 42
     sim = Simulation(nodes=3, seed=seed)
     leader = wait_leader(sim)
     index, _ = sim.propose(b"one")
@@ -251,10 +251,10 @@ def test_2B_follower_failure() -> None:
     assert len({tuple(commands(sim, n)) for n in sim.ids}) == 1, f"seed {seed}"
 
 
-def test_2B_leader_failure() -> None:
+@pytest.mark.parametrize("seed", [43, 143])
+def test_2B_leader_failure(seed: int) -> None:
     """§5.2/§5.3 TestLeaderFailure: crash the leader, a new one commits; crash that one
     too and nothing more commits."""
-    seed = 43
     sim = Simulation(nodes=3, seed=seed)
     leader = wait_leader(sim)
     index, _ = sim.propose(b"one")
@@ -278,10 +278,10 @@ def test_2B_leader_failure() -> None:
     sim.check_liveness()
 
 
-def test_2B_fail_agree() -> None:
+@pytest.mark.parametrize("seed", [44, 144])
+def test_2B_fail_agree(seed: int) -> None:
     """§5.3 TestFailAgree: a disconnected follower misses entries and catches up on all of
     them after it reconnects."""
-    seed = 44
     sim = Simulation(nodes=3, seed=seed)
     leader = wait_leader(sim)
     sim.propose(b"before")
@@ -302,10 +302,10 @@ def test_2B_fail_agree() -> None:
     sim.check_liveness()
 
 
-def test_2B_fail_no_agree() -> None:
+@pytest.mark.parametrize("seed", [45, 145])
+def test_2B_fail_no_agree(seed: int) -> None:
     """§5.3 TestFailNoAgree: 5 nodes, 3 followers disconnected: the leader's proposal is not
     committed; after the partition heals a leader's log wins and agreement continues."""
-    seed = 45
     sim = Simulation(nodes=5, seed=seed)
     leader = wait_leader(sim)
     index, _ = sim.propose(b"first")
@@ -330,10 +330,10 @@ def test_2B_fail_no_agree() -> None:
     sim.check_liveness()
 
 
-def test_2B_concurrent_starts() -> None:
+@pytest.mark.parametrize("seed", [46, 146])
+def test_2B_concurrent_starts(seed: int) -> None:
     """§5.3 TestConcurrentStarts: many proposals in one tick all commit, each at a distinct
     index, and every node applies the same command at each index."""
-    seed = 46
     sim = Simulation(nodes=3, seed=seed)
     leader = wait_leader(sim)
     placed = {}
@@ -351,11 +351,11 @@ def test_2B_concurrent_starts() -> None:
     sim.check_liveness()
 
 
-def test_2B_rejoin_of_partitioned_leader() -> None:
+@pytest.mark.parametrize("seed", [47, 147])
+def test_2B_rejoin_of_partitioned_leader(seed: int) -> None:
     """§5.3/§5.4 TestRejoin: a leader cut off in a minority accepts proposals that must be
     discarded; the majority moves on; after rejoining, the old leader holds the majority's
     log and none of its minority entries is ever applied."""
-    seed = 47
     sim = Simulation(nodes=3, seed=seed)
     old = wait_leader(sim)
     index, _ = sim.propose(b"101")
@@ -391,11 +391,11 @@ def propose_on_leader_in(sim: Simulation, command: bytes, group: list[str]) -> t
     return index, term
 
 
-def test_2B_backup_fast_backoff() -> None:
+@pytest.mark.parametrize("seed", [48, 148])
+def test_2B_backup_fast_backoff(seed: int) -> None:
     """§5.3 TestBackup: a leader in a minority accumulates 60 uncommitted entries while the
     majority commits 60 others; after the heal the divergent suffixes are replaced quickly
     (conflict hints) and all logs converge."""
-    seed = 48
     sim = Simulation(nodes=5, seed=seed)
     old = wait_leader(sim)
     index, _ = sim.propose(b"base")
@@ -527,10 +527,10 @@ def test_2C_unreliable_churn(seed: int) -> None:
     assert sim.acknowledged, f"seed {seed}: no proposal ever committed"
 
 
-def test_2C_persist_across_full_restart() -> None:
+@pytest.mark.parametrize("seed", [91, 191])
+def test_2C_persist_across_full_restart(seed: int) -> None:
     """§5 Figure 2 persistent state (TestPersist1): crash and restart every node; committed
     commands survive and the cluster continues from them."""
-    seed = 91
     sim = Simulation(nodes=3, seed=seed)
     wait_leader(sim)
     index, _ = propose_on_leader(sim, b"durable")
