@@ -1,0 +1,449 @@
+"""Raft messages between processes: length-prefixed msgpack frames over asyncio TCP,
+optionally inside mutual TLS.
+
+Each node dials one outbound connection per peer and only writes on it; it only reads
+on the connections peers dial to it. One direction per connection means no request
+matching and no races over who owns a socket: a lost connection is simply re-dialled.
+
+Every connection opens with a hello frame each way (protocol version, wire-schema
+digest, cluster id, node id). A listener only accepts nodes it knows, from its own
+cluster, and afterwards only messages whose ``sender`` is the node that said hello (and,
+under TLS, whose certificate names that node). Anything else — garbage, an oversized
+length, a frame the schema rejects — is logged once and the connection closed; the
+node keeps serving everyone else (DESIGN.md principle 5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import random
+import ssl
+import struct
+import time
+from collections import deque
+from typing import Any, Final
+
+import attrs
+import msgpack
+
+from generated.raft_fsm import WireMessage
+from runtime.codec import SCHEMA_DIGEST, FrameError, decode, encode
+from runtime.transport.base import OnMessage
+
+__all__ = ["PROTOCOL_VERSION", "TcpTransport", "TlsConfig"]
+
+PROTOCOL_VERSION: Final = 1
+"""Version of the framing and handshake (the message layout has SCHEMA_DIGEST)."""
+HELLO_MAGIC: Final = "raftfsm"
+MAX_HELLO: Final = 4096
+"""A hello is a few dozen bytes; anything larger is not one, whatever max_frame says."""
+HANDSHAKE_TIMEOUT: Final = 5.0
+"""A connection that does not finish TLS + hello in this time is closed, so idle sockets
+cannot pile up on a listener."""
+CONNECT_TIMEOUT: Final = 5.0
+OUTBOUND_QUEUE: Final = 1024
+"""Frames waiting per peer; past this the oldest go first — they are the stalest, and
+Raft re-sends what still matters."""
+BACKOFF_MIN: Final = 0.05
+BACKOFF_MAX: Final = 2.0
+
+_HEADER: Final = struct.Struct(">I")
+
+
+@attrs.frozen
+class TlsConfig:
+    """Mutual TLS material: every node trusts one CA and presents a certificate whose
+    common name (or a DNS subject-alternative name) is its node id."""
+
+    ca_file: str
+    cert_file: str
+    key_file: str
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(cafile=self.ca_file)
+        context.load_cert_chain(self.cert_file, self.key_file)
+        return context
+
+    def client_context(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        # Peers are addressed by IP or any host name; their identity is the node id,
+        # which is checked against the verified certificate after the hello.
+        context.check_hostname = False
+        context.load_verify_locations(cafile=self.ca_file)
+        context.load_cert_chain(self.cert_file, self.key_file)
+        return context
+
+
+class _Rejected(Exception):
+    """The other end broke the protocol; the reason is logged once and the link closed."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _Peer:
+    """Outbound state for one peer; the queue outlives connections so that messages
+    sent while the peer was down go out once it is back."""
+
+    def __init__(self, node_id: str, address: tuple[str, int]) -> None:
+        self.node_id = node_id
+        self.address = address
+        self.queue: deque[bytes] = deque(maxlen=OUTBOUND_QUEUE)
+        self.wakeup = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self.dropped = 0
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _certificate_names(certificate: Any) -> set[str]:
+    if not isinstance(certificate, dict):
+        return set()
+    names = {
+        value
+        for rdn in certificate.get("subject", ())
+        for key, value in rdn
+        if key == "commonName"
+    }
+    names.update(value for key, value in certificate.get("subjectAltName", ()) if key == "DNS")
+    return names
+
+
+def _where(writer: asyncio.StreamWriter) -> str:
+    peer = writer.get_extra_info("peername")
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer)
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    try:
+        async with asyncio.timeout(1.0):
+            await writer.wait_closed()
+    except (OSError, TimeoutError, ssl.SSLError):
+        writer.transport.abort()  # a TLS peer that never answers close_notify
+
+
+class TcpTransport:
+    """The asyncio TCP (or mutual TLS) transport of one node; see the module docstring."""
+
+    def __init__(
+        self,
+        node_id: str,
+        cluster_id: str,
+        listen: tuple[str, int],
+        peers: dict[str, tuple[str, int]],
+        on_message: OnMessage,
+        *,
+        tls: TlsConfig | None = None,
+        insecure: bool = False,
+        max_frame: int = 16 * 2**20,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        if tls is None and not insecure and not _is_loopback(listen[0]):
+            raise ValueError(
+                f"refusing to listen on {listen[0]} without TLS: anyone who can reach it could "
+                "forge Raft messages; give tls=TlsConfig(...) or insecure=True"
+            )
+        self.node_id = node_id
+        self.cluster_id = cluster_id
+        self.max_frame = max_frame
+        self._listen = listen
+        self._on_message = on_message
+        self._log = logger or logging.getLogger(__name__)
+        self._peers = {pid: _Peer(pid, address) for pid, address in peers.items() if pid != node_id}
+        self._server_context = tls.server_context() if tls else None
+        self._client_context = tls.client_context() if tls else None
+        self._rng = random.Random()
+        self._server: asyncio.Server | None = None
+        self._inbound: set[asyncio.Task[Any]] = set()
+        self._inbound_by_node: dict[str, asyncio.Task[Any]] = {}
+        self._unknown_receivers: set[str] = set()
+        self._stopped = False
+        body = msgpack.packb(
+            [HELLO_MAGIC, PROTOCOL_VERSION, SCHEMA_DIGEST, cluster_id, node_id], use_bin_type=True
+        )
+        self._hello = _HEADER.pack(len(body)) + body
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """Where the listener is bound (the real port when `listen` asked for port 0)."""
+        if self._server is None or not self._server.sockets:
+            return self._listen
+        host, port = self._server.sockets[0].getsockname()[:2]
+        return host, port
+
+    def dropped(self, peer_id: str) -> int:
+        """Frames for `peer_id` discarded because its queue was full."""
+        return self._peers[peer_id].dropped
+
+    async def start(self) -> None:
+        if self._server_context is None and not _is_loopback(self._listen[0]):
+            self._log.warning(
+                "%s: listening on %s:%s WITHOUT TLS (insecure=True): any host that can reach it "
+                "can forge Raft messages", self.node_id, *self._listen,
+            )
+        self._server = await asyncio.start_server(self._serve, self._listen[0], self._listen[1])
+
+    def send(self, message: WireMessage) -> None:
+        """Queue `message`; raises only for our own bugs (a foreign sender, a message that
+        cannot be encoded or exceeds max_frame), never because of the peer."""
+        if message.sender != self.node_id:
+            raise ValueError(f"{self.node_id} cannot send a message from {message.sender!r}")
+        peer = self._peers.get(message.receiver)
+        if peer is None:
+            if message.receiver not in self._unknown_receivers:
+                self._unknown_receivers.add(message.receiver)
+                self._log.warning("%s: no address for %r; dropping messages to it",
+                                  self.node_id, message.receiver)
+            return
+        if self._stopped:
+            return
+        body = encode(message)
+        if len(body) > self.max_frame:
+            raise FrameError(
+                f"{type(message).__name__} encodes to {len(body)} bytes, over max_frame {self.max_frame}"
+            )
+        if len(peer.queue) == OUTBOUND_QUEUE:
+            peer.dropped += 1
+        peer.queue.append(_HEADER.pack(len(body)) + body)
+        peer.wakeup.set()
+        if peer.task is None:
+            peer.task = asyncio.get_running_loop().create_task(
+                self._link(peer), name=f"raftfsm {self.node_id}->{peer.node_id}"
+            )
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._server is not None:
+            self._server.close()
+        tasks = [peer.task for peer in self._peers.values() if peer.task is not None]
+        tasks.extend(self._inbound)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    # ------------------------------------------------------------------ framing
+
+    async def _read_frame(self, reader: asyncio.StreamReader, limit: int) -> bytes | None:
+        """The next frame body, or None at a clean end of stream."""
+        try:
+            header = await reader.readexactly(_HEADER.size)
+        except asyncio.IncompleteReadError as exc:
+            if not exc.partial:
+                return None
+            raise _Rejected("connection closed inside a frame header") from None
+        (length,) = _HEADER.unpack(header)
+        if length > limit:
+            raise _Rejected(f"frame length {length} exceeds the limit of {limit} bytes")
+        try:
+            return await reader.readexactly(length)
+        except asyncio.IncompleteReadError as exc:
+            raise _Rejected(
+                f"connection closed after {len(exc.partial)} of the {length} bytes of a frame"
+            ) from None
+
+    def _parse_hello(self, body: bytes) -> str:
+        """The node id in a hello; everything else in it must match this node."""
+        try:
+            hello = msgpack.unpackb(body, raw=False, strict_map_key=True, use_list=False)
+        except (ValueError, msgpack.UnpackException) as exc:
+            raise _Rejected(f"handshake is not msgpack ({type(exc).__name__}: {exc})") from None
+        if type(hello) is not tuple or len(hello) != 5 or hello[0] != HELLO_MAGIC:
+            raise _Rejected(f"not a raftfsm handshake: {hello!r:.60}")
+        _, version, schema, cluster_id, node_id = hello
+        if type(version) is not int or version != PROTOCOL_VERSION:
+            raise _Rejected(f"protocol version {version!r} (this node speaks {PROTOCOL_VERSION})")
+        if schema != SCHEMA_DIGEST:
+            raise _Rejected(
+                f"wire schema {schema!r} differs from this node's {SCHEMA_DIGEST!r} "
+                "(built from a different fsm_spec)"
+            )
+        if cluster_id != self.cluster_id:
+            raise _Rejected(f"wrong cluster id {cluster_id!r} (this node is in {self.cluster_id!r})")
+        if type(node_id) is not str:
+            raise _Rejected(f"node id must be a string, got {node_id!r:.40}")
+        return node_id
+
+    def _check_certificate(self, writer: asyncio.StreamWriter, node_id: str) -> None:
+        if self._server_context is None:
+            return
+        names = _certificate_names(writer.get_extra_info("peercert"))
+        if node_id not in names:
+            raise _Rejected(f"says it is {node_id!r} but its certificate names {sorted(names)}")
+
+    # ------------------------------------------------------------------ inbound
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        if self._stopped:
+            writer.transport.abort()
+            return
+        self._inbound.add(task)
+        where = _where(writer)
+        node_id: str | None = None
+        try:
+            if self._server_context is not None:
+                try:
+                    await writer.start_tls(self._server_context, ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+                except (ssl.SSLError, OSError, TimeoutError) as exc:
+                    raise _Rejected(f"TLS handshake failed: {exc}") from None
+            try:
+                async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+                    body = await self._read_frame(reader, MAX_HELLO)
+            except TimeoutError:
+                raise _Rejected(f"no handshake within {HANDSHAKE_TIMEOUT:g} s") from None
+            if body is None:
+                return
+            node_id = self._parse_hello(body)
+            if node_id not in self._peers:
+                raise _Rejected(f"unknown node id {node_id!r}")
+            self._check_certificate(writer, node_id)
+            writer.write(self._hello)
+            await writer.drain()
+            previous = self._inbound_by_node.get(node_id)
+            if previous is not None:
+                previous.cancel()  # the peer re-dialled; its old connection is dead to it
+            self._inbound_by_node[node_id] = task
+            await self._receive(reader, node_id)
+        except _Rejected as exc:
+            who = f" ({node_id})" if node_id else ""
+            self._log.warning("%s: closed connection from %s%s: %s", self.node_id, where, who, exc.reason)
+        except (OSError, EOFError) as exc:
+            self._log.debug("%s: connection from %s lost: %r", self.node_id, where, exc)
+        except asyncio.CancelledError:
+            # stop() or a newer connection from the same node. Ending normally matters:
+            # Python 3.11's stream callback logs an error for a cancelled handler task.
+            pass
+        finally:
+            self._inbound.discard(task)
+            if node_id is not None and self._inbound_by_node.get(node_id) is task:
+                del self._inbound_by_node[node_id]
+            await _close(writer)
+
+    async def _receive(self, reader: asyncio.StreamReader, node_id: str) -> None:
+        while True:
+            body = await self._read_frame(reader, self.max_frame)
+            if body is None:
+                return
+            try:
+                message = decode(body)
+            except FrameError as exc:
+                raise _Rejected(f"invalid frame: {exc}") from None
+            if message.sender != node_id:
+                raise _Rejected(
+                    f"{type(message).__name__} claims sender {message.sender!r} on {node_id}'s connection"
+                )
+            if message.receiver != self.node_id:
+                raise _Rejected(f"{type(message).__name__} is addressed to {message.receiver!r}")
+            try:
+                self._on_message(message)
+            except Exception:  # the handler's bug must not cut the peer off
+                self._log.exception("%s: on_message failed for %s from %s",
+                                    self.node_id, type(message).__name__, node_id)
+
+    # ------------------------------------------------------------------ outbound
+
+    async def _link(self, peer: _Peer) -> None:
+        """Keep one connection to `peer` up while there is anything to send."""
+        backoff = BACKOFF_MIN
+        failing = False
+        while not self._stopped:
+            try:
+                reader, writer = await self._dial(peer)
+            except (_Rejected, OSError, TimeoutError, EOFError) as exc:
+                reason = exc.reason if isinstance(exc, _Rejected) else repr(exc)
+                level = logging.DEBUG if failing else logging.WARNING
+                self._log.log(level, "%s: cannot reach %s at %s:%s: %s (retrying)",
+                              self.node_id, peer.node_id, *peer.address, reason)
+                failing = True
+                await asyncio.sleep(self._rng.uniform(backoff / 2, backoff))
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
+            if failing:
+                self._log.info("%s: reached %s again", self.node_id, peer.node_id)
+            failing = False
+            opened = time.monotonic()
+            try:
+                await self._pump(peer, reader, writer)
+            except (_Rejected, OSError) as exc:
+                self._log.debug("%s: link to %s lost: %r", self.node_id, peer.node_id, exc)
+            finally:
+                await _close(writer)
+            # A peer that accepts and then drops us at once must not make us spin.
+            backoff = BACKOFF_MIN if time.monotonic() - opened > BACKOFF_MAX else min(backoff * 2, BACKOFF_MAX)
+            await asyncio.sleep(self._rng.uniform(backoff / 2, backoff))
+
+    async def _dial(self, peer: _Peer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        host, port = peer.address
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+        # races with a failed connect, and stop() would wait for ever.
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            reader, writer = await asyncio.open_connection(
+                host, port, ssl=self._client_context,
+                ssl_handshake_timeout=HANDSHAKE_TIMEOUT if self._client_context else None,
+            )
+        try:
+            writer.write(self._hello)
+            await writer.drain()
+            async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+                body = await self._read_frame(reader, MAX_HELLO)
+            if body is None:
+                raise _Rejected("it closed the connection during the handshake (its log says why)")
+            node_id = self._parse_hello(body)
+            if node_id != peer.node_id:
+                raise _Rejected(f"expected node {peer.node_id!r} there, found {node_id!r}")
+            self._check_certificate(writer, node_id)
+        except BaseException:
+            writer.transport.abort()
+            raise
+        return reader, writer
+
+    async def _pump(self, peer: _Peer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Write whatever is queued, many frames per drain, until the link breaks."""
+        watcher = asyncio.get_running_loop().create_task(self._watch(peer, reader))
+        try:
+            while not watcher.done():
+                peer.wakeup.clear()
+                if peer.queue:
+                    queue = peer.queue
+                    while queue:
+                        writer.write(queue.popleft())
+                    await writer.drain()
+                else:
+                    await peer.wakeup.wait()
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+    async def _watch(self, peer: _Peer, reader: asyncio.StreamReader) -> None:
+        """Notice at once when the peer closes our send-only link."""
+        try:
+            data = await reader.read(1)
+        except (OSError, EOFError):
+            data = b""
+        if data:
+            self._log.warning("%s: %s wrote on a send-only link; reconnecting", self.node_id, peer.node_id)
+        peer.wakeup.set()
