@@ -1,0 +1,308 @@
+"""`RaftServer`: the asyncio driver of one node.
+
+It owns a `RaftCore`, a `Storage`, a `Transport` and the user's `StateMachine`, and runs
+the Ready loop of DESIGN.md: persist (in a worker thread, so the event loop keeps
+receiving while the disk syncs — what arrives meanwhile forms the next batch: group
+commit), then send, then apply, then advance. One object, no global state, no threads
+the caller has to know about; embed it in any asyncio application.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Generic
+
+from generated.raft_fsm import EntryKind, Role, WireMessage
+from runtime.consensus import Config
+from runtime.core import RaftCore, UnknownPeer
+from runtime.errors import NodeHalted, NotLeader, RaftError
+from runtime.ready import Ready
+from runtime.statemachine import CommandT, ResultT, StateMachine
+from runtime.storage.base import Storage, StorageError
+from runtime.transport.base import Transport
+from runtime.transport.tcp import TcpTransport, TlsConfig
+
+
+class ProposalDropped(RaftError):
+    """The command was accepted by a leader that lost its office before committing it;
+    another entry took its place. It was not applied; the client may retry."""
+
+
+class ApplyTimeout(RaftError, TimeoutError):
+    """The command was not committed in time. It may still be applied later."""
+
+
+DEFAULT_CONFIG = Config(election_ticks=15, heartbeat_ticks=3)
+"""With the default 10 ms tick: heartbeats every 30 ms, elections after 150-300 ms."""
+
+
+class RaftServer(Generic[CommandT, ResultT]):
+    """One Raft node on the network. `peers` maps every voter id (this node included) to
+    its Raft address; `client_addresses` optionally maps ids to the address clients should
+    use (shown in NotLeader and status)."""
+
+    def __init__(
+        self,
+        node_id: str,
+        peers: Mapping[str, tuple[str, int]],
+        state_machine: StateMachine[CommandT, ResultT],
+        storage: Storage,
+        *,
+        cluster_id: str,
+        config: Config | None = None,
+        tick_interval: float = 0.01,
+        tls: TlsConfig | None = None,
+        insecure: bool = False,
+        transport: Transport | None = None,
+        snapshot_every: int = 10_000,
+        client_addresses: Mapping[str, str] | None = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        if node_id not in peers:
+            raise ValueError(f"node {node_id!r} is not in the peer list {sorted(peers)}")
+        self.node_id = node_id
+        self.cluster_id = cluster_id
+        self.peers = dict(peers)
+        self.state_machine = state_machine
+        self.storage = storage
+        self.tick_interval = tick_interval
+        self.snapshot_every = snapshot_every
+        self.client_addresses = dict(client_addresses or {})
+        self.log = logger or logging.getLogger(f"raftfsm.server.{node_id}")
+        base = config or DEFAULT_CONFIG
+        if config is None:
+            base = Config(
+                election_ticks=base.election_ticks, heartbeat_ticks=base.heartbeat_ticks,
+                seed=int.from_bytes(os.urandom(4), "big"),
+            )
+        state = storage.initial_state()
+        self.core = RaftCore(node_id, sorted(peers), base, state)
+        if state.snapshot is not None:
+            state_machine.restore(state.snapshot.data)
+        self.transport: Transport = transport or TcpTransport(
+            node_id, cluster_id, peers[node_id], self.peers, self._receive, tls=tls, insecure=insecure,
+        )
+        self._inbox: list[WireMessage] = []
+        self._proposals: list[tuple[bytes, asyncio.Future[Any]]] = []
+        self._waiters: dict[int, tuple[int, asyncio.Future[Any]]] = {}
+        self._ticks_due = 0
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"raftfsm-disk-{node_id}")
+        self._unknown_senders: set[str] = set()
+        self._leader_changed = asyncio.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.transport.start()
+        loop = asyncio.get_running_loop()
+        self._tick_handle = loop.call_later(self.tick_interval, self._tick)
+        self._task = loop.create_task(self._run(), name=f"raftfsm {self.node_id}")
+        self.log.info("node %s started (term %d, log %d entries)", self.node_id, self.core.term,
+                      self.core.log.last_index)
+
+    async def stop(self) -> None:
+        """Stop ticking, fail pending commands, close the transport and the storage."""
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        await self.transport.stop()
+        self._fail_all(NodeHalted(f"node {self.node_id} stopped"))
+        self._disk.shutdown(wait=True)
+        self.storage.close()
+
+    async def __aenter__(self) -> RaftServer[CommandT, ResultT]:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- client API ----------------------------------------------------------------------
+    @property
+    def role(self) -> Role:
+        return self.core.role
+
+    @property
+    def is_leader(self) -> bool:
+        return self.core.role is Role.leader
+
+    @property
+    def leader_id(self) -> str | None:
+        return self.core.leader_id
+
+    def address_of(self, node_id: str | None) -> str | None:
+        if node_id is None:
+            return None
+        if node_id in self.client_addresses:
+            return self.client_addresses[node_id]
+        host, port = self.peers[node_id]
+        return f"{host}:{port}"
+
+    def _not_leader(self) -> RaftError:
+        if self.core.role is Role.error:
+            return NodeHalted(f"node {self.node_id} halted: {self.core.record.halt_reason}")
+        return NotLeader(self.node_id, self.core.leader_id, self.address_of(self.core.leader_id))
+
+    async def apply(self, command: CommandT, timeout: float = 5.0) -> ResultT:
+        """Replicate `command`, wait until it is committed and applied here, and return the
+        state machine's result. Raises NotLeader (with the leader's address) on a follower,
+        NodeHalted on a failed node, ProposalDropped or ApplyTimeout."""
+        if self.core.role is not Role.leader:
+            raise self._not_leader()
+        data = self.state_machine.encode(command)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._proposals.append((data, future))
+        self._wakeup.set()
+        try:
+            async with asyncio.timeout(timeout):
+                result: ResultT = await future
+                return result
+        except TimeoutError:
+            raise ApplyTimeout(
+                f"command not committed within {timeout}s on {self.node_id} "
+                f"(role {self.core.role.name}, leader {self.core.leader_id})"
+            ) from None
+
+    async def wait_for_leader(self, timeout: float = 5.0) -> str:
+        """Wait until this node knows a leader; return its id."""
+        async with asyncio.timeout(timeout):
+            while self.core.leader_id is None:
+                self._leader_changed.clear()
+                await self._leader_changed.wait()
+        return self.core.leader_id
+
+    def status(self) -> dict[str, object]:
+        status = self.core.status()
+        status["cluster"] = self.cluster_id
+        status["address"] = self.address_of(self.node_id)
+        status["leader_address"] = self.address_of(self.core.leader_id)
+        return status
+
+    # -- the loop ---------------------------------------------------------------------------
+    def _receive(self, message: WireMessage) -> None:
+        self._inbox.append(message)
+        self._wakeup.set()
+
+    def _tick(self) -> None:
+        self._ticks_due += 1
+        self._wakeup.set()
+        self._tick_handle = asyncio.get_running_loop().call_later(self.tick_interval, self._tick)
+
+    async def _run(self) -> None:
+        wakeup = self._wakeup
+        while True:
+            await wakeup.wait()
+            wakeup.clear()
+            try:
+                await self._step()
+            except Exception as exc:  # a bug must not leave clients hanging
+                self.log.exception("node %s: internal error, halting", self.node_id)
+                self._halt(f"internal error: {exc!r}")
+
+    async def _step(self) -> None:
+        core = self.core
+        if self._inbox:
+            inbox, self._inbox = self._inbox, []
+            for message in inbox:
+                try:
+                    core.step(message)
+                except UnknownPeer as exc:
+                    if message.sender not in self._unknown_senders:
+                        self._unknown_senders.add(message.sender)
+                        self.log.warning("node %s: %s", self.node_id, exc)
+        while self._ticks_due:
+            self._ticks_due -= 1
+            core.tick()
+        if self._proposals:
+            batch, self._proposals = self._proposals, []
+            try:
+                first, _, term = core.propose_batch([data for data, _ in batch])
+            except (NotLeader, RaftError):
+                error = self._not_leader()
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+            else:
+                for offset, (_, future) in enumerate(batch):
+                    self._waiters[first + offset] = (term, future)
+        while core.has_ready():
+            ready = core.ready()
+            if ready.entries or ready.hard_state is not None or ready.snapshot is not None:
+                try:
+                    await asyncio.get_running_loop().run_in_executor(
+                        self._disk, self.storage.persist, ready.entries, ready.hard_state, ready.snapshot
+                    )
+                except StorageError as exc:
+                    self._halt(str(exc))
+                    continue
+            for message in ready.messages:
+                self.transport.send(message)
+            self._apply(ready)
+            core.advance(ready)
+            if ready.soft_state is not None:
+                self._leader_changed.set()
+                self.log.info("node %s: %s in term %d, leader %s", self.node_id,
+                              ready.soft_state.role.name, core.term, ready.soft_state.leader_id)
+            await self._maybe_compact()
+
+    def _apply(self, ready: Ready) -> None:
+        machine = self.state_machine
+        if ready.snapshot is not None:
+            machine.restore(ready.snapshot.data)
+            for index in [i for i in self._waiters if i <= ready.snapshot.index]:
+                _, future = self._waiters.pop(index)
+                if not future.done():
+                    future.set_exception(ProposalDropped("superseded by a snapshot; outcome unknown"))
+        waiters = self._waiters
+        for entry in ready.committed_entries:
+            result: object = None
+            if entry.kind is EntryKind.data:
+                result = machine.apply(machine.decode(entry.data))
+            waiter = waiters.pop(entry.index, None)
+            if waiter is None:
+                continue
+            term, future = waiter
+            if future.done():
+                continue
+            if term == entry.term:
+                future.set_result(result)
+            else:
+                future.set_exception(ProposalDropped(
+                    f"entry {entry.index} of term {term} was replaced by a new leader; not applied"
+                ))
+
+    async def _maybe_compact(self) -> None:
+        core = self.core
+        if not self.snapshot_every or core.last_applied - core.log.offset < self.snapshot_every:
+            return
+        snapshot = core.compact(core.last_applied, self.state_machine.snapshot())
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._disk, self.storage.compact, snapshot)
+        except StorageError as exc:
+            self._halt(str(exc))
+
+    def _halt(self, reason: str) -> None:
+        """Principle 4: storage failed, so stop acknowledging anything."""
+        if self.core.role is not Role.error:
+            self.log.error("node %s: entering the error role: %s", self.node_id, reason)
+            self.core.fail(reason)
+        self._fail_all(NodeHalted(f"node {self.node_id} halted: {reason}"))
+
+    def _fail_all(self, error: Exception) -> None:
+        for _, future in self._proposals:
+            if not future.done():
+                future.set_exception(error)
+        self._proposals.clear()
+        for _, future in self._waiters.values():
+            if not future.done():
+                future.set_exception(error)
+        self._waiters.clear()
