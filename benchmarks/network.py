@@ -149,20 +149,24 @@ def serve_pysyncobj(args: argparse.Namespace) -> None:
             time.sleep(0.5)
             result = pysyncobj_load(node, args.inflight, args.duration)
             (out / "result.json").write_text(json.dumps({**result, "pid": os.getpid(), "id": args.id}))
-        elif (out / "killed").exists():
-            done = threading.Event()
-            ok: list[bool] = []
+        elif (out / "killed").exists() and pysyncobj_probe(node):
+            (out / f"failover-{args.id}").write_text(repr(time.time()))
+            while True:
+                time.sleep(1)
 
-            def callback(result: object, error: object) -> None:
-                ok.append(error == 0)
-                done.set()
 
-            node.add(COMMAND, callback=callback)
-            done.wait(2)
-            if ok and ok[0]:
-                (out / f"failover-{args.id}").write_text(repr(time.time()))
-                while True:
-                    time.sleep(1)
+def pysyncobj_probe(node: Any) -> bool:
+    """One write through PySyncObj; True if it committed within 2 s."""
+    done = threading.Event()
+    ok: list[bool] = []
+
+    def callback(result: object, error: object) -> None:
+        ok.append(error == 0)
+        done.set()
+
+    node.add(COMMAND, callback=callback)
+    done.wait(2)
+    return bool(ok and ok[0])
 
 
 def pysyncobj_load(node: Any, inflight: int, duration: float) -> dict[str, float]:
