@@ -10,6 +10,7 @@ the caller has to know about; embed it in any asyncio application.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import os
 from collections.abc import Mapping
@@ -89,6 +90,8 @@ class RaftServer(Generic[CommandT, ResultT]):
         self._inbox: list[WireMessage] = []
         self._proposals: list[tuple[bytes, asyncio.Future[Any]]] = []
         self._waiters: dict[int, tuple[int, asyncio.Future[Any]]] = {}
+        self._deadlines: list[tuple[float, int, asyncio.Future[Any], float]] = []
+        self._sequence = 0
         self._ticks_due = 0
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -159,18 +162,15 @@ class RaftServer(Generic[CommandT, ResultT]):
         if self.core.role is not Role.leader:
             raise self._not_leader()
         data = self.state_machine.encode(command)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
         self._proposals.append((data, future))
+        # one heap swept by the tick timer instead of a timer handle per request
+        self._sequence += 1
+        heapq.heappush(self._deadlines, (loop.time() + timeout, self._sequence, future, timeout))
         self._wakeup.set()
-        try:
-            async with asyncio.timeout(timeout):
-                result: ResultT = await future
-                return result
-        except TimeoutError:
-            raise ApplyTimeout(
-                f"command not committed within {timeout}s on {self.node_id} "
-                f"(role {self.core.role.name}, leader {self.core.leader_id})"
-            ) from None
+        result: ResultT = await future
+        return result
 
     async def wait_for_leader(self, timeout: float = 5.0) -> str:
         """Wait until this node knows a leader; return its id."""
@@ -195,7 +195,17 @@ class RaftServer(Generic[CommandT, ResultT]):
     def _tick(self) -> None:
         self._ticks_due += 1
         self._wakeup.set()
-        self._tick_handle = asyncio.get_running_loop().call_later(self.tick_interval, self._tick)
+        loop = asyncio.get_running_loop()
+        self._tick_handle = loop.call_later(self.tick_interval, self._tick)
+        deadlines = self._deadlines
+        now = loop.time()
+        while deadlines and deadlines[0][0] <= now:
+            _, _, future, timeout = heapq.heappop(deadlines)
+            if not future.done():
+                future.set_exception(ApplyTimeout(
+                    f"command not committed within {timeout}s on {self.node_id} "
+                    f"(role {self.core.role.name}, leader {self.core.leader_id})"
+                ))
 
     async def _run(self) -> None:
         wakeup = self._wakeup
