@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 
 from generator import cli as generator_cli
-from runtime import simcli
+from runtime import clustercli, node, simcli
 
 Command = Callable[[argparse.Namespace, list[str]], int]
 
@@ -24,7 +24,11 @@ def _demo(args: argparse.Namespace, rest: list[str]) -> int:
         print(f"role diagram:  {out / 'raft_fsm.svg'}")
         print(f"protocol docs: {out / 'PROTOCOL.md'}")
         print(f"typed code:    {out / 'raft_fsm.py'}")
-    return status
+    if status != 0:
+        return status
+    from runtime.demo import run_cluster_demo
+
+    return run_cluster_demo()
 
 
 def _sim(args: argparse.Namespace, rest: list[str]) -> int:
@@ -33,8 +37,22 @@ def _sim(args: argparse.Namespace, rest: list[str]) -> int:
 
 COMMANDS: dict[str, tuple[Command, str]] = {
     "generate": (_generate, "render fsm_spec/raft.yaml into generated/ (same flags as python -m generator)"),
-    "demo": (_demo, "regenerate and show where the diagram and protocol docs are"),
+    "demo": (_demo, "regenerate the docs, then crash the leader of a 3-node cluster and measure the failover"),
+    "node": (lambda args, rest: node.run(args), "run one key-value node: Raft over TCP, SQLite, HTTP API"),
+    "cluster": (lambda args, rest: clustercli.run_cluster(args), "run N local nodes until Ctrl-C"),
+    "status": (lambda args, rest: clustercli.run_status(args), "print each node's role, term, leader and indexes"),
+    "kv": (lambda args, rest: clustercli.run_kv(args), "put/get/del/cas against a cluster's HTTP API"),
+    "certs": (lambda args, rest: clustercli.run_certs(args), "write a development CA and node certificates"),
     "sim": (_sim, "run the deterministic simulator over many seeds with a fault nemesis"),
+}
+
+ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
+    "node": node.add_arguments,
+    "cluster": clustercli.add_cluster_arguments,
+    "status": clustercli.add_status_arguments,
+    "kv": clustercli.add_kv_arguments,
+    "certs": clustercli.add_certs_arguments,
+    "sim": simcli.add_arguments,
 }
 
 
@@ -45,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text, add_help=name != "generate")
-        if name == "sim":
-            simcli.add_arguments(command)
+        if name in ARGUMENTS:
+            ARGUMENTS[name](command)
     return parser
 
 

@@ -100,6 +100,8 @@ class _Peer:
         self.wakeup = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.dropped = 0
+        self.back = asyncio.Event()
+        """Set when the peer dialled us: it is up again, so stop backing off."""
 
 
 def _is_loopback(host: str) -> bool:
@@ -200,6 +202,13 @@ class TcpTransport:
                 "can forge Raft messages", self.node_id, *self._listen,
             )
         self._server = await asyncio.start_server(self._serve, self._listen[0], self._listen[1])
+        # Dial every peer now, even with nothing to send: our hello tells a peer that was
+        # backing off from us that we are back, so a restarted follower hears from the
+        # leader before its election timeout instead of campaigning.
+        loop = asyncio.get_running_loop()
+        for peer in self._peers.values():
+            if peer.task is None:
+                peer.task = loop.create_task(self._link(peer), name=f"raftfsm {self.node_id}->{peer.node_id}")
 
     def send(self, message: WireMessage) -> None:
         """Queue `message`; raises only for our own bugs (a foreign sender, a message that
@@ -326,6 +335,7 @@ class TcpTransport:
             if previous is not None:
                 previous.cancel()  # the peer re-dialled; its old connection is dead to it
             self._inbound_by_node[node_id] = task
+            self._peers[node_id].back.set()
             await self._receive(reader, node_id)
         except _Rejected as exc:
             who = f" ({node_id})" if node_id else ""
@@ -368,22 +378,26 @@ class TcpTransport:
     async def _link(self, peer: _Peer) -> None:
         """Keep one connection to `peer` up while there is anything to send."""
         backoff = BACKOFF_MIN
-        failing = False
+        warned = False
         while not self._stopped:
             try:
                 reader, writer = await self._dial(peer)
             except (_Rejected, OSError, TimeoutError, EOFError) as exc:
                 reason = exc.reason if isinstance(exc, _Rejected) else repr(exc)
-                level = logging.DEBUG if failing else logging.WARNING
+                # warn once per outage, and only once something is waiting to go there
+                # (links are dialled eagerly at start, before the peers may be up)
+                level = logging.WARNING if peer.queue and not warned else logging.DEBUG
+                warned = warned or level == logging.WARNING
                 self._log.log(level, "%s: cannot reach %s at %s:%s: %s (retrying)",
                               self.node_id, peer.node_id, *peer.address, reason)
-                failing = True
-                await asyncio.sleep(self._rng.uniform(backoff / 2, backoff))
-                backoff = min(backoff * 2, BACKOFF_MAX)
+                if await self._pause(peer, self._rng.uniform(backoff / 2, backoff)):
+                    backoff = BACKOFF_MIN
+                else:
+                    backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
-            if failing:
+            if warned:
                 self._log.info("%s: reached %s again", self.node_id, peer.node_id)
-            failing = False
+            warned = False
             opened = time.monotonic()
             try:
                 await self._pump(peer, reader, writer)
@@ -393,7 +407,20 @@ class TcpTransport:
                 await _close(writer)
             # A peer that accepts and then drops us at once must not make us spin.
             backoff = BACKOFF_MIN if time.monotonic() - opened > BACKOFF_MAX else min(backoff * 2, BACKOFF_MAX)
-            await asyncio.sleep(self._rng.uniform(backoff / 2, backoff))
+            if await self._pause(peer, self._rng.uniform(backoff / 2, backoff)):
+                backoff = BACKOFF_MIN
+
+    async def _pause(self, peer: _Peer, seconds: float) -> bool:
+        """Back off for `seconds`, or less if the peer dials us meanwhile (a restarted
+        node must hear from the leader before its election timeout, not after a 2 s
+        backoff). Returns True if the peer showed up."""
+        peer.back.clear()
+        try:
+            async with asyncio.timeout(seconds):
+                await peer.back.wait()
+        except TimeoutError:
+            return False
+        return True
 
     async def _dial(self, peer: _Peer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         host, port = peer.address

@@ -1,0 +1,325 @@
+"""`LocalCluster`: N `raftfsm node` processes on this machine, for `raftfsm cluster`, the
+demo and the process tests.
+
+Layout of the base directory:
+
+    data/<id>/     each node's data directory (raft.db)
+    logs/<id>.log  each node's stderr and stdout
+    certs/         the development CA and node certificates (tls=True)
+
+The HTTP helpers here are synchronous (urllib): the callers are scripts and tests.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+log = logging.getLogger("raftfsm.cluster")
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ClusterError(Exception):
+    """A node did not start, or the cluster did not reach the expected state in time."""
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """Ports the kernel reports free right now (bound together, so they are distinct)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind((host, 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def http_json(
+    method: str, url: str, body: bytes | None = None, *, timeout: float = 2.0,
+    headers: Mapping[str, str] | None = None,
+) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """One HTTP request; returns (status, decoded JSON body, headers). HTTP error statuses are
+    returned, not raised; connection failures raise OSError (urllib.error.URLError is one)."""
+    request = urllib.request.Request(url, data=body, method=method, headers=dict(headers or {}))
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, raw, got = response.status, response.read(), dict(response.headers.items())
+    except urllib.error.HTTPError as error:
+        status, raw, got = error.code, error.read(), dict(error.headers.items())
+        error.close()
+    try:
+        decoded = json.loads(raw) if raw else {}
+    except ValueError:
+        decoded = {"error": raw.decode(errors="replace")}
+    return status, decoded if isinstance(decoded, dict) else {"value": decoded}, got
+
+
+class LocalCluster:
+    """`nodes` node processes `n1..nN` under `base_dir`. Ports default to free ones picked at
+    start; give `base_port`/`http_base_port` for fixed ones (n1 gets the base port)."""
+
+    def __init__(
+        self,
+        base_dir: str | os.PathLike[str],
+        nodes: int = 3,
+        *,
+        base_port: int | None = None,
+        http_base_port: int | None = None,
+        host: str = "127.0.0.1",
+        tls: bool = False,
+        fsync: bool = True,
+        cluster_id: str = "raftfsm",
+        python: str = sys.executable,
+        log_level: str = "info",
+    ) -> None:
+        if nodes < 1:
+            raise ValueError("a cluster needs at least one node")
+        self.base_dir = Path(base_dir)
+        self.ids = [f"n{i}" for i in range(1, nodes + 1)]
+        self.host = host
+        self.tls = tls
+        self.fsync = fsync
+        self.cluster_id = cluster_id
+        self.python = python
+        self.log_level = log_level
+        raft_ports = ([base_port + i for i in range(nodes)] if base_port is not None
+                      else free_ports(nodes, host))
+        http_ports = ([http_base_port + i for i in range(nodes)] if http_base_port is not None
+                      else free_ports(nodes, host))
+        self.raft_addresses = {nid: f"{host}:{port}" for nid, port in zip(self.ids, raft_ports, strict=True)}
+        self.http_addresses = {nid: f"{host}:{port}" for nid, port in zip(self.ids, http_ports, strict=True)}
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._logs: dict[str, IO[bytes]] = {}
+
+    # -- paths -----------------------------------------------------------------------------
+    def data_dir(self, node_id: str) -> Path:
+        return self.base_dir / "data" / node_id
+
+    def log_path(self, node_id: str) -> Path:
+        return self.base_dir / "logs" / f"{node_id}.log"
+
+    @property
+    def certs_dir(self) -> Path:
+        return self.base_dir / "certs"
+
+    def http_url(self, node_id: str) -> str:
+        return f"http://{self.http_addresses[node_id]}"
+
+    def command(self, node_id: str) -> list[str]:
+        """The `raftfsm node` command line of one node."""
+        join = ",".join
+        command = [
+            self.python, "-m", "runtime.cli", "node", "--id", node_id,
+            "--listen", self.raft_addresses[node_id],
+            "--peers", join(f"{nid}={address}" for nid, address in self.raft_addresses.items()),
+            "--http", self.http_addresses[node_id],
+            "--peers-http", join(f"{nid}={address}" for nid, address in self.http_addresses.items()),
+            "--data-dir", str(self.data_dir(node_id)), "--cluster-id", self.cluster_id,
+            "--log-level", self.log_level,
+        ]
+        if self.tls:
+            certs = self.certs_dir
+            command += ["--tls-ca", str(certs / "ca.pem"), "--tls-cert", str(certs / f"{node_id}.pem"),
+                        "--tls-key", str(certs / f"{node_id}.key")]
+        if not self.fsync:
+            command.append("--no-fsync")
+        return command
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start every node (making dev certificates first when tls=True)."""
+        if self.tls and not (self.certs_dir / "ca.pem").exists():
+            from runtime.certs import make_dev_certs
+
+            make_dev_certs(self.certs_dir, self.ids)
+        for node_id in self.ids:
+            self.start_node(node_id)
+
+    def start_node(self, node_id: str) -> subprocess.Popen[bytes]:
+        if node_id not in self.raft_addresses:
+            raise KeyError(f"no node {node_id!r} in this cluster ({', '.join(self.ids)})")
+        running = self.processes.get(node_id)
+        if running is not None and running.poll() is None:
+            raise ClusterError(f"node {node_id} is already running (pid {running.pid})")
+        self.log_path(node_id).parent.mkdir(parents=True, exist_ok=True)
+        log_file = self._logs.get(node_id)
+        if log_file is None:
+            log_file = self._logs[node_id] = open(self.log_path(node_id), "ab")  # noqa: SIM115
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+        process = subprocess.Popen(
+            self.command(node_id), stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+            env=env, start_new_session=True,  # a Ctrl-C in the terminal reaches us, and we stop the nodes
+        )
+        self.processes[node_id] = process
+        log.info("started %s (pid %d): raft %s, http %s", node_id, process.pid, self.raft_addresses[node_id],
+                 self.http_addresses[node_id])
+        return process
+
+    def kill(self, node_id: str) -> None:
+        """SIGKILL one node (a crash: nothing is flushed or closed) and reap it."""
+        process = self.processes[node_id]
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+        process.wait()
+        log.info("killed %s (pid %d)", node_id, process.pid)
+
+    def stop_node(self, node_id: str, timeout: float = 5.0) -> int | None:
+        """SIGTERM one node, SIGKILL it after `timeout`; returns its exit status."""
+        process = self.processes.get(node_id)
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("%s ignored SIGTERM for %.1fs; killing it", node_id, timeout)
+                process.kill()
+                process.wait()
+        return process.returncode
+
+    def restart(self, node_id: str) -> subprocess.Popen[bytes]:
+        self.stop_node(node_id)
+        return self.start_node(node_id)
+
+    def stop(self, timeout: float = 5.0) -> dict[str, int | None]:
+        """SIGTERM every node, SIGKILL those still running after `timeout`; returns exit statuses."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+        deadline = time.monotonic() + timeout
+        statuses: dict[str, int | None] = {}
+        for node_id, process in self.processes.items():
+            try:
+                process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("%s ignored SIGTERM for %.1fs; killing it", node_id, timeout)
+                process.kill()
+                process.wait()
+            statuses[node_id] = process.returncode
+        for log_file in self._logs.values():
+            log_file.close()
+        self._logs.clear()
+        return statuses
+
+    def __enter__(self) -> LocalCluster:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.stop()
+
+    def running(self, node_id: str) -> bool:
+        process = self.processes.get(node_id)
+        return process is not None and process.poll() is None
+
+    # -- observing ------------------------------------------------------------------------------
+    def status(self, node_id: str, timeout: float = 1.0) -> dict[str, Any] | None:
+        """The node's /status, or None if it does not answer."""
+        try:
+            code, body, _ = http_json("GET", f"{self.http_url(node_id)}/status", timeout=timeout)
+        except OSError:
+            return None
+        return body if code == 200 else None
+
+    def leader(self, among: Iterable[str] | None = None) -> str | None:
+        """The node that reports itself leader in the highest term, or None."""
+        best: tuple[int, str] | None = None
+        for node_id in among if among is not None else self.ids:
+            if not self.running(node_id):
+                continue
+            status = self.status(node_id, timeout=0.5)
+            if status is not None and status.get("role") == "leader":
+                term = int(status.get("term", 0))
+                if best is None or term > best[0]:
+                    best = (term, node_id)
+        return best[1] if best else None
+
+    def wait_until_serving(self, timeout: float = 10.0, interval: float = 0.01) -> None:
+        """Poll until every running node answers /status."""
+        deadline = time.monotonic() + timeout
+        waiting = [nid for nid in self.ids if self.running(nid)]
+        while waiting:
+            waiting = [nid for nid in waiting if self.running(nid) and self.status(nid, timeout=0.5) is None]
+            self._check_exits(waiting)
+            if waiting and time.monotonic() >= deadline:
+                raise ClusterError(f"{', '.join(waiting)} not serving HTTP within {timeout}s; "
+                                   f"logs in {self.base_dir / 'logs'}")
+            if waiting:
+                time.sleep(interval)
+
+    def _all_follow(self, leader: str, among: Iterable[str] | None) -> bool:
+        for node_id in among if among is not None else self.ids:
+            if self.running(node_id):
+                status = self.status(node_id, timeout=0.5)
+                if status is None or status.get("leader") != leader:
+                    return False
+        return True
+
+    def _check_exits(self, among: Iterable[str] | None) -> None:
+        """Raise if a node (of `among`) exited on its own, with the last line of its log."""
+        for node_id, process in self.processes.items():
+            if (among is None or node_id in among) and process.poll() is not None \
+                    and process.returncode not in (0, -signal.SIGKILL, -signal.SIGTERM):
+                raise ClusterError(f"node {node_id} exited with status {process.returncode}: "
+                                   f"{self.last_log_line(node_id)} (log: {self.log_path(node_id)})")
+
+    def wait_for_leader(self, timeout: float = 10.0, among: Iterable[str] | None = None,
+                        interval: float = 0.01, agreed: bool = False) -> str:
+        """Poll /status until a node (of `among`) reports itself leader; return its id. With
+        `agreed`, also wait until every running node of `among` names that leader, so that
+        each of them can serve (forward) requests."""
+        candidates = list(among) if among is not None else None
+        deadline = time.monotonic() + timeout
+        while True:
+            leader = self.leader(candidates)
+            if leader is not None and (not agreed or self._all_follow(leader, candidates)):
+                return leader
+            self._check_exits(candidates)
+            if time.monotonic() >= deadline:
+                raise ClusterError(f"no leader within {timeout}s; logs in {self.base_dir / 'logs'}")
+            time.sleep(interval)
+
+    def last_log_line(self, node_id: str) -> str:
+        try:
+            lines = self.log_path(node_id).read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return lines[-1] if lines else ""
+
+    # -- the key-value API ---------------------------------------------------------------------
+    def put(self, node_id: str, key: str, value: str, timeout: float = 6.0) -> tuple[int, dict[str, Any]]:
+        code, body, _ = http_json("PUT", f"{self.http_url(node_id)}/kv/{_quote(key)}", value.encode(),
+                                  timeout=timeout, headers={"Content-Type": "text/plain; charset=utf-8"})
+        return code, body
+
+    def get(self, node_id: str, key: str, timeout: float = 6.0) -> tuple[int, dict[str, Any]]:
+        code, body, _ = http_json("GET", f"{self.http_url(node_id)}/kv/{_quote(key)}", timeout=timeout)
+        return code, body
+
+
+def _quote(key: str) -> str:
+    return urllib.parse.quote(key, safe="")

@@ -1,0 +1,259 @@
+"""`raftfsm cluster | status | certs | kv`: run a local cluster and talk to one over HTTP."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from runtime.cluster import ClusterError, LocalCluster, http_json
+
+DEFAULT_CLUSTER = "127.0.0.1:8001,127.0.0.1:8002,127.0.0.1:8003"
+"""The HTTP addresses `raftfsm cluster --nodes 3` uses."""
+
+
+def _addresses(text: str) -> list[str]:
+    addresses = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        if "://" in item:
+            item = item.split("://", 1)[1]
+        addresses.append(item.rstrip("/"))
+    return addresses
+
+
+# -- raftfsm cluster -------------------------------------------------------------------------------
+def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--nodes", type=int, default=3, help="how many nodes, named n1..nN (default 3)")
+    parser.add_argument("--base-port", type=int, default=7001, help="Raft port of n1; n2 gets the next (default 7001)")
+    parser.add_argument("--http-base-port", type=int, default=8001,
+                        help="HTTP port of n1; n2 gets the next (default 8001)")
+    parser.add_argument("--data-dir", metavar="DIR",
+                        help="keep data, logs and certificates here (default: a temporary directory, "
+                             "removed on exit); an existing DIR restarts the cluster it holds")
+    parser.add_argument("--tls", action="store_true",
+                        help="mutual TLS between nodes, with development certificates made in DIR/certs")
+    parser.add_argument("--no-fsync", action="store_true", help="pass --no-fsync to every node (tests only)")
+
+
+def run_cluster(args: argparse.Namespace) -> int:
+    if args.nodes < 1:
+        print("raftfsm cluster: --nodes must be at least 1", file=sys.stderr)
+        return 2
+    temporary = args.data_dir is None
+    base = Path(tempfile.mkdtemp(prefix="raftfsm-cluster-")) if temporary else Path(args.data_dir)
+    cluster = LocalCluster(base, args.nodes, base_port=args.base_port, http_base_port=args.http_base_port,
+                           tls=args.tls, fsync=not args.no_fsync)
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        cluster.start()
+        print(f"{'node':<6} {'raft':<22} {'http':<22} pid")
+        for node_id in cluster.ids:
+            print(f"{node_id:<6} {cluster.raft_addresses[node_id]:<22} {cluster.http_url(node_id):<22} "
+                  f"{cluster.processes[node_id].pid}")
+        print(f"data and logs: {base}{' (temporary)' if temporary else ''}"
+              f"{'; mutual TLS between nodes' if args.tls else ''}")
+        try:
+            cluster.wait_until_serving(timeout=15.0)
+            leader = cluster.wait_for_leader(timeout=15.0, agreed=True)
+        except ClusterError as exc:
+            print(f"raftfsm cluster: {exc}", file=sys.stderr)
+            return 1
+        print(f"leader: {leader}. Try: raftfsm kv put greeting hello --cluster "
+              f"{','.join(cluster.http_addresses.values())}")
+        print("Ctrl-C stops the cluster.", flush=True)
+        reported: set[str] = set()
+        while not stopping.wait(0.5):
+            for node_id, process in cluster.processes.items():
+                if process.poll() is not None and node_id not in reported:
+                    reported.add(node_id)
+                    print(f"node {node_id} exited with status {process.returncode}: "
+                          f"{cluster.last_log_line(node_id)}", flush=True)
+        print("stopping the cluster...", flush=True)
+        return 0
+    finally:
+        statuses = cluster.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if temporary:
+            shutil.rmtree(base, ignore_errors=True)
+        if statuses:
+            print("stopped: " + ", ".join(f"{nid} ({code})" for nid, code in statuses.items()))
+
+
+# -- raftfsm status ------------------------------------------------------------------------------
+def add_status_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cluster", default=DEFAULT_CLUSTER, metavar="HOST:PORT,...",
+                        help=f"HTTP addresses of the nodes (default {DEFAULT_CLUSTER})")
+    parser.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each node (default 2)")
+
+
+def run_status(args: argparse.Namespace) -> int:
+    addresses = _addresses(args.cluster)
+    if not addresses:
+        print("raftfsm status: --cluster names no node", file=sys.stderr)
+        return 2
+    columns = ("address", "id", "role", "term", "leader", "commit", "applied")
+    rows: list[tuple[str, ...]] = []
+    unreachable = 0
+    for address in addresses:
+        try:
+            code, body, _ = http_json("GET", f"http://{address}/status", timeout=args.timeout)
+        except OSError as exc:
+            unreachable += 1
+            reason = getattr(exc, "reason", exc)
+            rows.append((address, "-", f"unreachable ({reason})", "", "", "", ""))
+            continue
+        if code != 200:
+            unreachable += 1
+            rows.append((address, "-", f"HTTP {code}", "", "", "", ""))
+            continue
+        rows.append((address, *(str(body.get(c) if body.get(c) is not None else "-") for c in columns[1:])))
+        if body.get("role") == "error" and body.get("halt_reason"):
+            rows[-1] = (*rows[-1][:2], f"error: {body['halt_reason']}", *rows[-1][3:])
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for row in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    return 1 if unreachable else 0
+
+
+# -- raftfsm certs ------------------------------------------------------------------------------
+def add_certs_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, metavar="DIR", help="directory for ca.pem/ca.key and <id>.pem/.key")
+    parser.add_argument("--nodes", required=True, metavar="ID,...", help="node ids, e.g. n1,n2,n3")
+
+
+def run_certs(args: argparse.Namespace) -> int:
+    from runtime.certs import make_dev_certs
+
+    node_ids = [n.strip() for n in args.nodes.split(",") if n.strip()]
+    if not node_ids:
+        print("raftfsm certs: --nodes names no node", file=sys.stderr)
+        return 2
+    try:
+        configs = make_dev_certs(args.out, node_ids)
+    except (ValueError, OSError, RuntimeError) as exc:
+        print(f"raftfsm certs: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    print(f"CA:   {out / 'ca.pem'} (key {out / 'ca.key'}; reused if it existed)")
+    for node_id, config in configs.items():
+        print(f"{node_id}: --tls-ca {config.ca_file} --tls-cert {config.cert_file} --tls-key {config.key_file}")
+    print("development certificates only: keep ca.key private, use your own PKI in production")
+    return 0
+
+
+# -- raftfsm kv --------------------------------------------------------------------------------
+def add_kv_arguments(parser: argparse.ArgumentParser) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--cluster", default=DEFAULT_CLUSTER, metavar="HOST:PORT,...",
+                        help=f"HTTP addresses of the nodes, tried in order (default {DEFAULT_CLUSTER})")
+    common.add_argument("--timeout", type=float, default=10.0,
+                        help="give up after this many seconds of retries (default 10)")
+    common.add_argument("--json", action="store_true", help="print the JSON answer instead of the value")
+    ops = parser.add_subparsers(dest="op", required=True, metavar="OP")
+    put = ops.add_parser("put", parents=[common], help="set KEY to VALUE", description="Set KEY to VALUE.")
+    put.add_argument("key")
+    put.add_argument("value")
+    get = ops.add_parser("get", parents=[common], help="print KEY's value (exit 1 if absent)",
+                         description="Print KEY's value; exit status 1 if it is absent.")
+    get.add_argument("key")
+    delete = ops.add_parser("del", parents=[common], help="remove KEY (exit 1 if absent)",
+                            description="Remove KEY; exit status 1 if it was absent.")
+    delete.add_argument("key")
+    cas = ops.add_parser("cas", parents=[common], help="set KEY to VALUE if it holds --expected (or is --absent)",
+                         description="Compare-and-set: set KEY to VALUE only if it currently holds --expected "
+                                     "(or, with --absent, does not exist). Exit status 1 if it did not.")
+    cas.add_argument("key")
+    cas.add_argument("value")
+    which = cas.add_mutually_exclusive_group(required=True)
+    which.add_argument("--expected", help="the value KEY must hold now")
+    which.add_argument("--absent", action="store_true", help="KEY must not exist now")
+
+
+class KVClientError(Exception):
+    """No node could serve the request within the timeout."""
+
+
+def kv_request(addresses: list[str], method: str, path: str, body: bytes | None, *, timeout: float,
+               idempotent: bool, content_type: str = "application/json") -> tuple[int, dict[str, Any], str]:
+    """Send the request to the listed nodes in turn until one answers it: a connection error
+    or 503 moves on to the next node (and, after each round, waits a little longer, from 50
+    to 500 ms). 502/504 (outcome unknown) are retried only for idempotent requests.
+    Returns (status, JSON body, the address that answered)."""
+    deadline = time.monotonic() + timeout
+    backoff = 0.05
+    last = "no node tried"
+    while True:
+        for address in addresses:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise KVClientError(f"gave up after {timeout}s: {last}")
+            try:
+                code, answer, _ = http_json(method, f"http://{address}{path}", body, timeout=min(remaining, 7.0),
+                                            headers={"Content-Type": content_type})
+            except OSError as exc:
+                last = f"{address}: {getattr(exc, 'reason', exc)}"
+                continue
+            if code == 503 or (code in (502, 504) and idempotent):
+                last = f"{address}: HTTP {code}: {answer.get('error', answer)}"
+                continue
+            return code, answer, address
+        time.sleep(max(0.0, min(backoff, deadline - time.monotonic())))
+        backoff = min(backoff * 2, 0.5)
+
+
+def run_kv(args: argparse.Namespace) -> int:
+    addresses = _addresses(args.cluster)
+    if not addresses:
+        print("raftfsm kv: --cluster names no node", file=sys.stderr)
+        return 2
+    path = f"/kv/{urllib.parse.quote(args.key, safe='')}"
+    body: bytes | None = None
+    if args.op == "put":
+        method, idempotent, body = "PUT", True, json.dumps({"value": args.value}).encode()
+    elif args.op == "get":
+        method, idempotent = "GET", True
+    elif args.op == "del":
+        method, idempotent = "DELETE", False
+    else:
+        method, idempotent, path = "POST", False, path + "/cas"
+        body = json.dumps({"expected": None if args.absent else args.expected, "value": args.value}).encode()
+    try:
+        code, answer, _ = kv_request(addresses, method, path, body, timeout=args.timeout, idempotent=idempotent)
+    except KVClientError as exc:
+        print(f"raftfsm kv: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"status": code, **answer}))
+    if code == 404:
+        if not args.json:
+            print(f"raftfsm kv: {args.key!r} not found", file=sys.stderr)
+        return 1
+    if code != 200:
+        if not args.json:
+            print(f"raftfsm kv: HTTP {code}: {answer.get('error', answer)}", file=sys.stderr)
+        return 1
+    if args.op == "cas" and not answer.get("ok"):
+        if not args.json:
+            current = answer.get("value")
+            print(f"raftfsm kv: compare-and-set failed; {args.key!r} "
+                  f"{'is absent' if current is None else f'holds {current!r}'}", file=sys.stderr)
+        return 1
+    if not args.json:
+        print(answer.get("value") if args.op == "get" else "OK")
+    return 0

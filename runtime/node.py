@@ -1,0 +1,186 @@
+"""`raftfsm node`: one key-value node — SQLite storage, the Raft server and the HTTP API.
+
+Exit status: 0 after SIGTERM/SIGINT, 2 when the node cannot start (bad flags, a corrupt or
+locked data directory, a port in use), with one line on stderr and no traceback. A storage
+failure while running sends the node to the error role; the process keeps serving
+/status so that an operator sees `role: error` and the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import signal
+import sys
+
+from runtime.errors import RaftError
+from runtime.http import KVHttpApi
+from runtime.kv import KVCommand, KVResult, KVStateMachine
+from runtime.server import RaftServer
+from runtime.storage.base import StorageError
+from runtime.storage.sqlite import SqliteStorage
+from runtime.transport.tcp import TlsConfig
+
+log = logging.getLogger("raftfsm.node")
+
+HTTP_PORT_OFFSET = 1000
+"""Without --http, a node serves HTTP on its Raft port + 1000 (7001 -> 8001)."""
+
+
+class UsageError(Exception):
+    """A flag's value is wrong; the message says which and why."""
+
+
+def parse_address(text: str, what: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise UsageError(f"{what}: expected HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def format_address(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_map(text: str, what: str) -> dict[str, tuple[str, int]]:
+    """`n1=127.0.0.1:7001,n2=...` -> {id: (host, port)}."""
+    result: dict[str, tuple[str, int]] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        node_id, sep, address = item.partition("=")
+        if not sep or not node_id:
+            raise UsageError(f"{what}: expected ID=HOST:PORT, got {item!r}")
+        if node_id in result:
+            raise UsageError(f"{what}: node {node_id!r} is listed twice")
+        result[node_id] = parse_address(address, f"{what} ({node_id})")
+    if not result:
+        raise UsageError(f"{what}: no nodes given")
+    return result
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--id", required=True, help="this node's id (must be one of --peers)")
+    parser.add_argument("--listen", required=True, metavar="HOST:PORT", help="Raft address to listen on")
+    parser.add_argument("--peers", required=True, metavar="ID=HOST:PORT,...",
+                        help="every voter's Raft address, this node included")
+    parser.add_argument("--data-dir", required=True, metavar="DIR",
+                        help="this node's own directory for raft.db (created if missing)")
+    parser.add_argument("--http", metavar="HOST:PORT",
+                        help="HTTP API address (default: the --listen host, port + 1000)")
+    parser.add_argument("--peers-http", metavar="ID=HOST:PORT,...",
+                        help="every node's HTTP address, used to forward requests to the leader "
+                             "(default: each peer's Raft host, port + 1000)")
+    parser.add_argument("--cluster-id", default="raftfsm", help="cluster name, checked on every connection "
+                        "and stored in the data directory (default raftfsm)")
+    parser.add_argument("--tls-ca", metavar="FILE", help="CA certificate (PEM) for mutual TLS between nodes")
+    parser.add_argument("--tls-cert", metavar="FILE", help="this node's certificate (PEM)")
+    parser.add_argument("--tls-key", metavar="FILE", help="this node's private key (PEM)")
+    parser.add_argument("--insecure", action="store_true",
+                        help="allow plain TCP between nodes on a non-loopback address")
+    parser.add_argument("--no-fsync", action="store_true",
+                        help="do not fsync (a power cut may lose acknowledged writes; tests only)")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                        help="logging level (default info)")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class NodeOptions:
+    """The validated flags of `raftfsm node`."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.node_id: str = args.id
+        self.listen = parse_address(args.listen, "--listen")
+        self.peers = parse_map(args.peers, "--peers")
+        if self.node_id not in self.peers:
+            raise UsageError(f"--id {self.node_id!r} is not in --peers ({', '.join(sorted(self.peers))})")
+        if self.peers[self.node_id][1] != self.listen[1]:
+            raise UsageError(f"--listen port {self.listen[1]} differs from {self.node_id}'s port in --peers "
+                             f"({self.peers[self.node_id][1]})")
+        self.http = (parse_address(args.http, "--http") if args.http
+                     else (self.listen[0], self.listen[1] + HTTP_PORT_OFFSET))
+        if args.peers_http:
+            self.peers_http = parse_map(args.peers_http, "--peers-http")
+            missing = sorted(set(self.peers) - set(self.peers_http))
+            if missing:
+                raise UsageError(f"--peers-http lacks {', '.join(missing)}")
+        else:
+            self.peers_http = {pid: (host, port + HTTP_PORT_OFFSET) for pid, (host, port) in self.peers.items()}
+            self.peers_http[self.node_id] = self.http
+        self.data_dir: str = args.data_dir
+        self.cluster_id: str = args.cluster_id
+        tls_files = (args.tls_ca, args.tls_cert, args.tls_key)
+        if any(tls_files) and not all(tls_files):
+            raise UsageError("--tls-ca, --tls-cert and --tls-key go together")
+        self.tls = TlsConfig(args.tls_ca, args.tls_cert, args.tls_key) if all(tls_files) else None
+        self.insecure: bool = args.insecure
+        if self.tls is None and not self.insecure and not _is_loopback(self.listen[0]):
+            raise UsageError(f"refusing to listen on {self.listen[0]} without TLS (anyone who can reach it could "
+                             "forge Raft messages): give --tls-ca/--tls-cert/--tls-key, or --insecure")
+        self.fsync = not args.no_fsync
+
+
+async def serve(options: NodeOptions, stop: asyncio.Event) -> None:
+    """Run the node until `stop` is set. Raises StorageError/OSError/ValueError at startup."""
+    storage = SqliteStorage(options.data_dir, node_id=options.node_id, cluster_id=options.cluster_id,
+                            fsync=options.fsync)
+    try:
+        server: RaftServer[KVCommand, KVResult] = RaftServer(
+            options.node_id, options.peers, KVStateMachine(), storage,
+            cluster_id=options.cluster_id, tls=options.tls, insecure=options.insecure,
+            client_addresses={pid: format_address(a) for pid, a in options.peers_http.items()},
+        )
+    except BaseException:
+        storage.close()
+        raise
+    api = KVHttpApi(server)
+    try:
+        await server.start()
+    except BaseException:
+        await server.stop()
+        raise
+    try:
+        await api.start(*options.http)
+        log.info("node %s: raft %s, http %s, data %s, %s", options.node_id, format_address(options.listen),
+                 format_address(options.http), options.data_dir, "mutual TLS" if options.tls else "plain TCP")
+        await stop.wait()
+        log.info("node %s: stopping", options.node_id)
+    finally:
+        await api.stop()
+        await server.stop()
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        options = NodeOptions(args)
+    except UsageError as exc:
+        print(f"raftfsm node: {exc}", file=sys.stderr)
+        return 2
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await serve(options, stop)
+
+    try:
+        asyncio.run(main())
+    except (StorageError, RaftError, OSError, ValueError) as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"raftfsm node: {message}", file=sys.stderr)
+        return 2
+    return 0
