@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -152,7 +153,9 @@ class LocalCluster:
         for node_id in self.ids:
             self.start_node(node_id)
 
-    def start_node(self, node_id: str) -> subprocess.Popen[bytes]:
+    def start_node(self, node_id: str, file_size_limit: int | None = None) -> subprocess.Popen[bytes]:
+        """Start one node. `file_size_limit` (bytes) caps the files it may write
+        (RLIMIT_FSIZE): a real "disk full" for that process alone."""
         if node_id not in self.raft_addresses:
             raise KeyError(f"no node {node_id!r} in this cluster ({', '.join(self.ids)})")
         running = self.processes.get(node_id)
@@ -167,6 +170,7 @@ class LocalCluster:
         process = subprocess.Popen(
             self.command(node_id), stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
             env=env, start_new_session=True,  # a Ctrl-C in the terminal reaches us, and we stop the nodes
+            preexec_fn=None if file_size_limit is None else lambda: _limit_file_size(file_size_limit),
         )
         self.processes[node_id] = process
         log.info("started %s (pid %d): raft %s, http %s", node_id, process.pid, self.raft_addresses[node_id],
@@ -319,6 +323,13 @@ class LocalCluster:
     def get(self, node_id: str, key: str, timeout: float = 6.0) -> tuple[int, dict[str, Any]]:
         code, body, _ = http_json("GET", f"{self.http_url(node_id)}/kv/{_quote(key)}", timeout=timeout)
         return code, body
+
+
+def _limit_file_size(limit: int) -> None:
+    """In the child, before exec: writes past `limit` fail with EFBIG instead of the
+    default SIGXFSZ killing the process (an ignored signal stays ignored across exec)."""
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
 
 def _quote(key: str) -> str:
