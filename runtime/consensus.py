@@ -382,7 +382,9 @@ class Consensus:
             # Matching): skip them and check consistency at the commit index instead
             entries = entries[commit - prev_index :]
             prev_index = commit
-            prev_term = log.term_at(commit)  # type: ignore[assignment]
+            committed_term = log.term_at(commit)
+            assert committed_term is not None, "the commit index is never below the snapshot"
+            prev_term = committed_term
         local_term = log.term_at(prev_index)
         if local_term is None or local_term != prev_term:
             if local_term is None:
