@@ -8,6 +8,7 @@ from attrs import Factory, define
 
 from generated.raft_fsm import INITIAL_ROLE, Role
 from runtime.log import RaftLog
+from runtime.ready import Snapshot
 
 
 @define(slots=True)
@@ -30,7 +31,11 @@ class Peer:
     inflight: deque[int] = Factory(deque)
     recent_active: bool = False
     stalled: bool = False
-    snapshot_index: int = 0
+    snapshot: Snapshot | None = None
+    snapshot_wait: int = 0
+    snapshot_acked: int = 0
+    snapshot_sent: int = 0
+    snapshot_resent: int = -1
 
 
 @define(slots=True)

@@ -37,6 +37,16 @@ class ApplyTimeout(RaftError, TimeoutError):
     """The command was not committed in time. It may still be applied later."""
 
 
+class OutcomeUnknown(ApplyTimeout):
+    """The command was proposed, but this node can no longer tell whether it was applied
+    (it halted or stopped, or caught up through a snapshot). Retrying may apply it twice."""
+
+
+MAX_COMMAND_BYTES = 8 << 20
+"""Larger commands are refused before they are proposed: every AppendEntries carrying one
+must fit the transport's frame limit (16 MiB), or replication of the log would stop."""
+
+
 DEFAULT_CONFIG = Config(election_ticks=15, heartbeat_ticks=3)
 """With the default 10 ms tick: heartbeats every 30 ms, elections after 150-300 ms."""
 
@@ -158,10 +168,13 @@ class RaftServer(Generic[CommandT, ResultT]):
     async def apply(self, command: CommandT, timeout: float = 5.0) -> ResultT:
         """Replicate `command`, wait until it is committed and applied here, and return the
         state machine's result. Raises NotLeader (with the leader's address) on a follower,
-        NodeHalted on a failed node, ProposalDropped or ApplyTimeout."""
+        NodeHalted on a failed node, ProposalDropped, ApplyTimeout or its subclass OutcomeUnknown,
+        and ValueError for a command over MAX_COMMAND_BYTES."""
         if self.core.role is not Role.leader:
             raise self._not_leader()
         data = self.state_machine.encode(command)
+        if len(data) > MAX_COMMAND_BYTES:
+            raise ValueError(f"command of {len(data)} bytes exceeds the limit of {MAX_COMMAND_BYTES} bytes")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._proposals.append((data, future))
@@ -229,8 +242,10 @@ class RaftServer(Generic[CommandT, ResultT]):
                     if message.sender not in self._unknown_senders:
                         self._unknown_senders.add(message.sender)
                         self.log.warning("node %s: %s", self.node_id, exc)
-        while self._ticks_due:
-            self._ticks_due -= 1
+        if self._ticks_due:
+            # one tick however many timer firings piled up while we waited for the disk:
+            # a stall of this node is not silence from its peers (no needless election)
+            self._ticks_due = 0
             core.tick()
         if self._proposals:
             batch, self._proposals = self._proposals, []
@@ -271,7 +286,10 @@ class RaftServer(Generic[CommandT, ResultT]):
             for index in [i for i in self._waiters if i <= ready.snapshot.index]:
                 _, future = self._waiters.pop(index)
                 if not future.done():
-                    future.set_exception(ProposalDropped("superseded by a snapshot; outcome unknown"))
+                    future.set_exception(OutcomeUnknown(
+                        f"entry {index} was covered by a snapshot from the leader before this node "
+                        "applied it; whether it was committed is unknown"
+                    ))
         waiters = self._waiters
         for entry in ready.committed_entries:
             result: object = None
@@ -308,11 +326,14 @@ class RaftServer(Generic[CommandT, ResultT]):
         self._fail_all(NodeHalted(f"node {self.node_id} halted: {reason}"))
 
     def _fail_all(self, error: Exception) -> None:
+        """Commands not yet proposed fail with `error`; proposed ones may have been
+        committed elsewhere, so their outcome is unknown."""
         for _, future in self._proposals:
             if not future.done():
                 future.set_exception(error)
         self._proposals.clear()
+        unknown = OutcomeUnknown(f"{error}; the command was proposed and may have been committed")
         for _, future in self._waiters.values():
             if not future.done():
-                future.set_exception(error)
+                future.set_exception(unknown)
         self._waiters.clear()

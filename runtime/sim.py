@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
+import msgpack
 from attrs import define, field
 
 from generated.raft_fsm import EntryKind, Role, WireMessage
@@ -54,10 +55,14 @@ class ListStateMachine:
         return len(self.commands)
 
     def snapshot(self) -> bytes:
-        return b"\x00".join(self.commands)
+        # length-prefixed, so a snapshot spliced from two others does not decode as one
+        return msgpack.packb(self.commands, use_bin_type=True)  # type: ignore[no-any-return]
 
     def restore(self, data: bytes) -> None:
-        self.commands = data.split(b"\x00") if data else []
+        commands = msgpack.unpackb(data, raw=False)
+        if not isinstance(commands, list) or not all(isinstance(c, bytes) for c in commands):
+            raise ValueError("not a ListStateMachine snapshot")
+        self.commands = commands
 
 
 @define
@@ -121,6 +126,8 @@ class Simulation:
         # checker state
         self.leaders: dict[int, str] = {}
         self.committed: dict[int, tuple[int, bytes]] = {}
+        self.commands: dict[int, bytes] = {}
+        """index -> command of every committed data entry (what state machines must hold)."""
         self.proposals: dict[int, tuple[int, bytes]] = {}
         self.acknowledged: dict[int, bytes] = {}
         self.nodes: dict[str, SimNode] = {}
@@ -270,13 +277,18 @@ class Simulation:
 
     def _apply(self, node: SimNode, ready: Ready) -> None:
         if ready.snapshot is not None:
-            node.machine.restore(ready.snapshot.data)
+            try:
+                node.machine.restore(ready.snapshot.data)
+            except Exception as exc:
+                self.violation("snapshot integrity", f"{node.id} cannot restore the snapshot it installed: {exc!r}")
+            self._check_machine(node, ready.snapshot.index)
         committed = self.committed
         acknowledged = self.acknowledged
         for entry in ready.committed_entries:
             index = entry.index
             if entry.kind is EntryKind.data:
                 node.machine.apply(entry.data)
+                self.commands[index] = entry.data
             value = (entry.term, entry.data)
             node.applied[index] = value
             seen = committed.get(index)
@@ -339,6 +351,20 @@ class Simulation:
                     f"new leader {node.id} (term {node.core.term}) lacks committed entry {index} (term {term})",
                 )
 
+    def _check_machine(self, node: SimNode, applied: int) -> None:
+        """State Machine Safety for what entries cannot show: a state restored from a
+        snapshot must hold exactly the committed commands up to its index."""
+        machine = node.machine
+        if not isinstance(machine, ListStateMachine):
+            return
+        expected = [self.commands[i] for i in sorted(self.commands) if i <= applied]
+        if machine.commands != expected:
+            self.violation(
+                "State Machine Safety",
+                f"{node.id}'s state machine holds {len(machine.commands)} commands at applied index {applied}, "
+                f"the committed log has {len(expected)} up to there",
+            )
+
     def check_log_matching(self) -> None:
         """§5.3 Log Matching: if two logs hold an entry with the same index and term, the
         logs are identical up to it."""
@@ -363,6 +389,9 @@ class Simulation:
     def check(self) -> None:
         """Run the whole-cluster checkers now (the per-step ones run continuously)."""
         self.check_log_matching()
+        for node in self.nodes.values():
+            if node.alive:
+                self._check_machine(node, node.core.last_applied)
 
     def check_liveness(self, within: int | None = None) -> None:
         """After faults heal: a leader within a bound, every entry of its log committed

@@ -158,3 +158,24 @@ def test_restart_on_sqlite_resumes_term_vote_log_and_state(tmp_path: Path) -> No
                 await server.stop()
 
     run(body)
+
+
+def test_an_oversized_command_is_refused_before_it_is_proposed() -> None:
+    """A command that could never fit an AppendEntries frame must not reach the log."""
+
+    async def body() -> None:
+        servers = cluster({n: MemoryStorage() for n in IDS})
+        for server in servers.values():
+            await server.start()
+        try:
+            leader = await leader_of(servers)
+            last_index = leader.core.log.last_index
+            with pytest.raises(ValueError, match="exceeds the limit"):
+                await leader.apply(Put("big", "x" * (9 << 20)))
+            assert leader.core.log.last_index == last_index
+            assert (await leader.apply(Put("small", "ok"))).ok
+        finally:
+            for server in servers.values():
+                await server.stop()
+
+    run(body)

@@ -47,6 +47,8 @@ CONNECT_TIMEOUT: Final = 5.0
 OUTBOUND_QUEUE: Final = 1024
 """Frames waiting per peer; past this the oldest go first — they are the stalest, and
 Raft re-sends what still matters."""
+WRITE_BATCH_BYTES: Final = 1 << 20
+"""At most about this much is handed to the socket before waiting for it to drain."""
 BACKOFF_MIN: Final = 0.05
 BACKOFF_MAX: Final = 2.0
 
@@ -233,7 +235,7 @@ class TcpTransport:
             peer.dropped += 1
         peer.queue.append(_HEADER.pack(len(body)) + body)
         peer.wakeup.set()
-        if peer.task is None:
+        if peer.task is None or peer.task.done():
             peer.task = asyncio.get_running_loop().create_task(
                 self._link(peer), name=f"raftfsm {self.node_id}->{peer.node_id}"
             )
@@ -454,9 +456,14 @@ class TcpTransport:
             while not watcher.done():
                 peer.wakeup.clear()
                 if peer.queue:
+                    # a bounded batch per drain, so that the queue's drop-oldest limit also
+                    # bounds what a slow peer makes us buffer
                     queue = peer.queue
-                    while queue:
-                        writer.write(queue.popleft())
+                    budget = WRITE_BATCH_BYTES
+                    while queue and budget > 0:
+                        frame = queue.popleft()
+                        writer.write(frame)
+                        budget -= len(frame)
                     await writer.drain()
                 else:
                     await peer.wakeup.wait()
