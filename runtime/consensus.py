@@ -19,6 +19,8 @@ from generated.raft_fsm import (
     FatalError,
     InstallSnapshot,
     InstallSnapshotReply,
+    PreVote,
+    PreVoteReply,
     Proposal,
     RequestVote,
     RequestVoteReply,
@@ -46,6 +48,9 @@ class Config:
     """AppendEntries sent to one follower and not yet answered (pipelining window)."""
     check_quorum: bool = True
     """A leader that hears from no quorum for an election timeout steps down."""
+    pre_vote: bool = True
+    """Ask before campaigning (thesis §9.6): a node cut off from the cluster does not raise
+    its term, so it cannot depose a healthy leader when it comes back."""
     seed: int = 0
     """Seed of the node's own RNG (randomized election timeouts)."""
 
@@ -181,6 +186,54 @@ class Consensus:
         self.election_elapsed = 0
         record.log.append(Entry(record.current_term, next_index, EntryKind.noop, b""))
         self.pending_broadcast = True
+
+    # -- PreVote (Raft thesis §9.6) ----------------------------------------------------------
+    def pre_vote_enabled(self) -> bool:
+        return self.config.pre_vote
+
+    def start_pre_vote(self) -> None:
+        """Ask every voter whether it would vote for us in the next term, without taking
+        that term (nothing to persist: no term, no vote changes)."""
+        record = self.record
+        record.leader_id = None
+        self.reset_election_timer()
+        last_index, last_term = record.log.last_index, record.log.last_term
+        for peer in record.peers.values():
+            peer.voted = False
+            if peer.can_vote:
+                self.outbox.append(
+                    PreVote(self._msg_id(), record.id, peer.id, record.current_term + 1,
+                            record.id, last_index, last_term)
+                )
+
+    def can_grant_pre_vote(self, message: PreVote, /) -> bool:
+        """Only for a later term and a log at least as up-to-date (§5.4.1), and only if we
+        have not heard from a leader within the election timeout (leader stickiness)."""
+        record = self.record
+        if message.term <= record.current_term:
+            return False
+        if record.leader_id is not None and self.election_elapsed < self.config.election_ticks:
+            return False
+        return record.log.is_up_to_date(message.last_log_index, message.last_log_term)
+
+    def grant_pre_vote(self, message: PreVote, /) -> None:
+        record = self.record
+        # a grant carries the term asked about, so the asker does not mistake it for news
+        self.outbox.append(PreVoteReply(self._msg_id(), record.id, message.sender, message.term, True))
+
+    def reject_pre_vote(self, message: PreVote, /) -> None:
+        record = self.record
+        self.outbox.append(
+            PreVoteReply(self._msg_id(), record.id, message.sender, record.current_term, False)
+        )
+
+    def record_pre_vote(self, message: PreVoteReply, /) -> None:
+        peer = self.record.peers.get(message.sender)
+        if peer is not None and message.vote_granted and message.term == self.record.current_term + 1:
+            peer.voted = True
+
+    def won_pre_vote(self, message: PreVoteReply, /) -> bool:
+        return 1 + sum(1 for p in self._voting_peers() if p.voted) >= self.quorum
 
     # -- CheckQuorum -----------------------------------------------------------------------
     def quorum_active(self) -> bool:

@@ -17,6 +17,8 @@ from generated.raft_fsm import (
     Event,
     FatalError,
     InstallSnapshot,
+    PreVote,
+    PreVoteReply,
     Proposal,
     Role,
     TermNotice,
@@ -30,6 +32,12 @@ from runtime.ready import HardState, PersistentState, Ready, Snapshot, SoftState
 from runtime.record import NodeRecord, Peer
 
 _EVENT_OF_MESSAGE: dict[type, Event] = dict(EVENT_OF_MESSAGE)
+
+
+def _prospective(message: WireMessage) -> bool:
+    """A PreVote, or a granted PreVoteReply, carries the term an election *would* have;
+    nobody has entered it yet, so it must not be adopted (thesis §9.6)."""
+    return type(message) is PreVote or (type(message) is PreVoteReply and message.vote_granted)
 
 
 class UnknownPeer(RaftError):
@@ -156,7 +164,7 @@ class RaftCore:
                 f"node {record.id} got a message from {message.sender!r} to {message.receiver!r}; "
                 f"the configuration is {list(self.voters)}"
             )
-        if message.term > record.current_term:
+        if message.term > record.current_term and not _prospective(message):
             leader = message.sender if isinstance(message, AppendEntries | InstallSnapshot) else None
             self._fire(Event.higher_term, TermNotice(message.term, leader))
         self._fire(_EVENT_OF_MESSAGE[type(message)], message)

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic
 
+import attrs
+
 from generated.raft_fsm import EntryKind, Role, WireMessage
 from runtime.consensus import Config
 from runtime.core import RaftCore, UnknownPeer
@@ -84,12 +86,7 @@ class RaftServer(Generic[CommandT, ResultT]):
         self.snapshot_every = snapshot_every
         self.client_addresses = dict(client_addresses or {})
         self.log = logger or logging.getLogger(f"raftfsm.server.{node_id}")
-        base = config or DEFAULT_CONFIG
-        if config is None:
-            base = Config(
-                election_ticks=base.election_ticks, heartbeat_ticks=base.heartbeat_ticks,
-                seed=int.from_bytes(os.urandom(4), "big"),
-            )
+        base = config or attrs.evolve(DEFAULT_CONFIG, seed=int.from_bytes(os.urandom(4), "big"))
         state = storage.initial_state()
         self.core = RaftCore(node_id, sorted(peers), base, state)
         if state.snapshot is not None:

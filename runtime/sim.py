@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
+import attrs
 import msgpack
 from attrs import define, field
 
@@ -142,15 +143,7 @@ class Simulation:
 
     def _boot(self, node_id: str, disk: Storage, salt: int) -> SimNode:
         state = disk.initial_state()
-        config = Config(
-            election_ticks=self.config.election_ticks,
-            heartbeat_ticks=self.config.heartbeat_ticks,
-            max_entries_per_message=self.config.max_entries_per_message,
-            max_bytes_per_message=self.config.max_bytes_per_message,
-            max_inflight=self.config.max_inflight,
-            check_quorum=self.config.check_quorum,
-            seed=self.rng.randrange(2**32) ^ salt,
-        )
+        config = attrs.evolve(self.config, seed=self.rng.randrange(2**32) ^ salt)
         core = RaftCore(node_id, self.ids, config, state, handlers=self._handlers_for(node_id))
         machine = self.state_machine()
         if state.snapshot is not None:
@@ -415,7 +408,11 @@ class Simulation:
                 self.violation("liveness", f"{bound} ticks after the faults healed: {state}")
             self.step_tick()
         index, _ = self.propose(b"liveness-probe")
-        deadline = self.now + bound
+        # plus the time to ship what the slowest node lacks, at the configured batch and
+        # window sizes (one round trip per window)
+        lag = index - min(n.core.last_applied for n in self.nodes.values())
+        per_round_trip = self.config.max_entries_per_message * self.config.max_inflight
+        deadline = self.now + bound + (lag // per_round_trip + 1) * (2 * self.latency + 1)
         while not all(n.core.last_applied >= index for n in self.nodes.values()):
             if self.now >= deadline:
                 self.violation("liveness", f"proposal at {index} not applied everywhere within {bound} ticks")

@@ -10,8 +10,10 @@ from runtime.sim import InvariantViolation, run_seed
 from tests.planted_bugs import PLANTED_BUGS
 
 # Small messages and a single in-flight message widen the windows in which these bugs
-# show; a high fault rate gives many elections, crashes and reboots per run.
-CONFIG = Config(election_ticks=10, heartbeat_ticks=2, max_entries_per_message=1, max_inflight=1)
+# show; a high fault rate gives many elections, crashes and reboots per run. PreVote is off:
+# it screens candidates with the same up-to-date rule and makes competing elections rare,
+# which hides the vote-granting bugs it is meant to help hunt.
+CONFIG = Config(election_ticks=10, heartbeat_ticks=2, max_entries_per_message=1, max_inflight=1, pre_vote=False)
 SEED_BUDGET = 150
 
 

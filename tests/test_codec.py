@@ -37,6 +37,8 @@ SCALARS: dict[str, st.SearchStrategy[Any]] = {
     "float": st.floats(allow_nan=False),
 }
 
+_TAGS = len(WIRE_MESSAGES)
+
 
 def strategy(spec: str) -> st.SearchStrategy[Any]:
     if spec.endswith("?"):
@@ -159,10 +161,10 @@ MALFORMED = [
     ("map frame", packed({"tag": 0}), "a frame must be an array [tag, fields...], got dict {'tag': 0}"),
     ("scalar frame", packed(5), "a frame must be an array [tag, fields...], got int 5"),
     ("empty array", packed([]), "a frame must be an array [tag, fields...], got list ()"),
-    ("unknown tag", packed([6, 1]), "unknown message tag 6 (known: 0..5)"),
-    ("negative tag", packed([-1]), "unknown message tag -1 (known: 0..5)"),
-    ("bool tag", packed([True]), "unknown message tag True (known: 0..5)"),
-    ("str tag", packed(["RequestVote"]), "unknown message tag 'RequestVote' (known: 0..5)"),
+    ("unknown tag", packed([_TAGS, 1]), f"unknown message tag {_TAGS} (known: 0..{_TAGS - 1})"),
+    ("negative tag", packed([-1]), f"unknown message tag -1 (known: 0..{_TAGS - 1})"),
+    ("bool tag", packed([True]), f"unknown message tag True (known: 0..{_TAGS - 1})"),
+    ("str tag", packed(["RequestVote"]), f"unknown message tag 'RequestVote' (known: 0..{_TAGS - 1})"),
     ("too few fields", packed(raw(request_vote())[:-1]), "RequestVote: expected 7 fields of RequestVote, got 6"),
     ("too many fields", packed([*raw(request_vote()), 1]), "RequestVote: expected 7 fields of RequestVote, got 8"),
     ("bool for int", tampered(request_vote(), (4,), True), "RequestVote.term: expected int, got bool True"),

@@ -72,6 +72,8 @@ def core_with(
     **config: object,
 ) -> RaftCore:
     state = PersistentState(HardState(term, vote, commit), None, list(entries))
+    # these tests drive the classic §5.2 election by hand; PreVote has its own tests
+    config.setdefault("pre_vote", False)
     return RaftCore(node_id, voters, Config(**config), state)  # type: ignore[arg-type]
 
 
@@ -683,7 +685,7 @@ def test_s5_restart_from_persistent_state_resumes_term_vote_log_commit() -> None
     assert follower.commit_index >= 5 and follower.role is Role.follower
 
     state = disks["n2"].initial_state()
-    reborn = RaftCore("n2", THREE, Config(seed=9), state)
+    reborn = RaftCore("n2", THREE, Config(seed=9, pre_vote=False), state)
     assert reborn.role is Role.follower
     assert reborn.term == follower.term == 1
     assert reborn.record.voted_for == "n1"
