@@ -5,7 +5,7 @@ message's position in ``WIRE_MESSAGES`` and the fields follow ``FIELD_TYPES`` or
 Records (``Entry``) nest as arrays in their own field order, enums travel as ints.
 Arrays rather than maps keep frames small and make the arity check trivial.
 
-Decoding is the trust boundary (DESIGN.md principle 5): every field of every frame is
+Decoding is the trust boundary: every field of every frame is
 checked against the spec types before a message object exists, with an error that names
 the exact place (``AppendEntries.entries[3].kind: 9 is not a valid EntryKind``). The
 encoder trusts the types ``mypy --strict`` already checked on our side.

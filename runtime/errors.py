@@ -33,3 +33,7 @@ class NotLeader(RaftError):
 
 class NodeHalted(RaftError):
     """The node hit a fatal (storage) error and is in the error role."""
+
+
+class NoLeader(RaftError, TimeoutError):
+    """No leader became known within the time asked for."""

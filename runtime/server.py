@@ -1,7 +1,7 @@
 """`RaftServer`: the asyncio driver of one node.
 
 It owns a `RaftCore`, a `Storage`, a `Transport` and the user's `StateMachine`, and runs
-the Ready loop of DESIGN.md: persist (in a worker thread, so the event loop keeps
+the Ready loop of docs/architecture.md: persist (in a worker thread, so the event loop keeps
 receiving while the disk syncs — what arrives meanwhile forms the next batch: group
 commit), then send, then apply, then advance. One object, no global state, no threads
 the caller has to know about; embed it in any asyncio application.
@@ -12,17 +12,14 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
-import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic
 
-import attrs
-
 from generated.raft_fsm import EntryKind, Role, WireMessage
 from runtime.consensus import Config
 from runtime.core import RaftCore, UnknownPeer
-from runtime.errors import NodeHalted, NotLeader, RaftError
+from runtime.errors import NodeHalted, NoLeader, NotLeader, RaftError
 from runtime.ready import Ready
 from runtime.statemachine import CommandT, ResultT, StateMachine
 from runtime.storage.base import Storage, StorageError
@@ -86,7 +83,7 @@ class RaftServer(Generic[CommandT, ResultT]):
         self.snapshot_every = snapshot_every
         self.client_addresses = dict(client_addresses or {})
         self.log = logger or logging.getLogger(f"raftfsm.server.{node_id}")
-        base = config or attrs.evolve(DEFAULT_CONFIG, seed=int.from_bytes(os.urandom(4), "big"))
+        base = config or DEFAULT_CONFIG
         state = storage.initial_state()
         self.core = RaftCore(node_id, sorted(peers), base, state)
         if state.snapshot is not None:
@@ -183,11 +180,19 @@ class RaftServer(Generic[CommandT, ResultT]):
         return result
 
     async def wait_for_leader(self, timeout: float = 5.0) -> str:
-        """Wait until this node knows a leader; return its id."""
-        async with asyncio.timeout(timeout):
-            while self.core.leader_id is None:
-                self._leader_changed.clear()
-                await self._leader_changed.wait()
+        """Wait until this node knows a leader; return its id. Raises `NoLeader` (a
+        `TimeoutError` too) if none is known within `timeout` seconds."""
+        try:
+            async with asyncio.timeout(timeout):
+                while self.core.leader_id is None:
+                    self._leader_changed.clear()
+                    await self._leader_changed.wait()
+        except TimeoutError:
+            core = self.core
+            raise NoLeader(
+                f"node {self.node_id} knows no leader after {timeout:g} s "
+                f"(role {core.role.name}, term {core.term}, voters {', '.join(core.voters)})"
+            ) from None
         return self.core.leader_id
 
     def status(self) -> dict[str, object]:

@@ -1,6 +1,6 @@
 """The wire codec: every message the spec declares survives a round trip, and every way a
 frame can be malformed is refused with a FrameError that names the exact field
-(DESIGN.md principle 5: nothing unsafe on the wire)."""
+(nothing unsafe on the wire)."""
 
 from __future__ import annotations
 

@@ -580,7 +580,7 @@ def test_s8_propose_on_follower_or_candidate_raises_not_leader_with_hint() -> No
 
 @pytest.mark.parametrize("role", ["follower", "candidate", "leader"])
 def test_fatal_storage_error_moves_to_error_role_for_good(role: str) -> None:
-    """Persist-before-speak (DESIGN principle 4): after fail("disk") the node is in the
+    """Persist-before-speak: after fail("disk") the node is in the
     error role, hands out nothing but its role change, and ignores ticks and messages."""
     if role == "leader":
         core = make_leader()

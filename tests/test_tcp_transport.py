@@ -1,6 +1,6 @@
 """The TCP transport on 127.0.0.1: messages flow between real sockets, a peer that comes
 back gets what was queued for it, and every kind of bad input is logged once, closed,
-and leaves the listener serving good peers (DESIGN.md principle 5)."""
+and leaves the listener serving good peers."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ digest, cluster id, node id). A listener only accepts nodes it knows, from its o
 cluster, and afterwards only messages whose ``sender`` is the node that said hello (and,
 under TLS, whose certificate names that node). Anything else — garbage, an oversized
 length, a frame the schema rejects — is logged once and the connection closed; the
-node keeps serving everyone else (DESIGN.md principle 5).
+node keeps serving everyone else.
 """
 
 from __future__ import annotations

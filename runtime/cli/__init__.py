@@ -7,7 +7,9 @@ import sys
 from collections.abc import Callable
 
 from generator import cli as generator_cli
-from runtime import clustercli, node, simcli
+from runtime.cli import cluster as clustercli
+from runtime.cli import node
+from runtime.cli import sim as simcli
 
 Command = Callable[[argparse.Namespace, list[str]], int]
 
@@ -26,7 +28,7 @@ def _demo(args: argparse.Namespace, rest: list[str]) -> int:
         print(f"typed code:    {out / 'raft_fsm.py'}")
     if status != 0:
         return status
-    from runtime.demo import run_cluster_demo
+    from runtime.cli.demo import run_cluster_demo
 
     return run_cluster_demo()
 
@@ -76,5 +78,3 @@ def main(argv: list[str] | None = None) -> int:
     return handler(args, rest)
 
 
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,23 @@
+"""The guards and actions of the generated `RaftHandlers`, one module per concern.
+
+The dispatcher calls these; none of them changes the role (the table does). Section
+numbers refer to the Raft paper (Ongaro & Ousterhout, "In Search of an Understandable
+Consensus Algorithm", extended version) and to Ongaro's thesis where marked.
+
+- `election`: terms, votes, PreVote, CheckQuorum
+- `replication`: AppendEntries both ways, commitment, proposals
+- `compaction`: InstallSnapshot both ways
+"""
+
+from __future__ import annotations
+
+from runtime.consensus.compaction import Compaction
+from runtime.consensus.config import Config
+from runtime.consensus.election import Election
+from runtime.consensus.replication import Replication
+
+__all__ = ["Config", "Consensus"]
+
+
+class Consensus(Election, Replication, Compaction):
+    """Implements every guard and action of the spec over one `NodeRecord`."""

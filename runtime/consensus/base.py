@@ -1,0 +1,81 @@
+"""State and helpers shared by every concern of the handlers.
+
+`ConsensusBase` holds what the guards and actions of all concerns read and write besides
+the `NodeRecord`: the outbox, timers, the node's RNG and the latest snapshot. Each concern
+(election, replication, compaction) is a subclass; `Consensus` combines them. Methods one
+concern calls on another are declared here, so each module type-checks on its own.
+"""
+
+from __future__ import annotations
+
+import random
+
+from generated.raft_fsm import FatalError, WireMessage
+from runtime.consensus.config import Config
+from runtime.ready import Snapshot
+from runtime.record import NodeRecord, Peer
+
+
+class ConsensusBase:
+    """See the module docstring. Outgoing messages are appended to `outbox`; the core
+    hands them out in a Ready."""
+
+    def __init__(self, record: NodeRecord, config: Config, voters: tuple[str, ...]) -> None:
+        self.record = record
+        self.config = config
+        self.voters = voters
+        self.quorum = len(voters) // 2 + 1
+        self.rng = random.Random(config.seed)
+        self.outbox: list[WireMessage] = []
+        self.next_msg_id = 1
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self.randomized_timeout = 0
+        self.reset_election_timer()
+        self.pending_broadcast = False
+        self.snapshot: Snapshot | None = None
+        """The latest snapshot this node has (made locally or installed); sent to laggards."""
+        self.received_snapshot: Snapshot | None = None
+        """A snapshot installed from the leader and not yet handed to the driver."""
+        self._snapshot_chunks = bytearray()
+        self._snapshot_stream: tuple[int, int] | None = None
+        """(index, term) of the snapshot whose chunks are in _snapshot_chunks."""
+        self.last_proposal = (0, 0, 0)
+        """(first index, last index, term) of the latest accepted proposal."""
+
+    # -- helpers -----------------------------------------------------------------------
+    def _msg_id(self) -> int:
+        self.next_msg_id += 1
+        return self.next_msg_id
+
+    def reset_election_timer(self) -> None:
+        """§5.2: randomized election timeouts in [T, 2T) keep split votes rare."""
+        self.election_elapsed = 0
+        timeout = self.config.election_ticks
+        self.randomized_timeout = timeout + self.rng.randrange(timeout)
+
+    def _voting_peers(self) -> list[Peer]:
+        return [p for p in self.record.peers.values() if p.can_vote]
+
+    # -- provided by other concerns ------------------------------------------------------
+    def replicate(self, peer: Peer, heartbeat: bool = False) -> None:
+        raise NotImplementedError
+
+    def maybe_commit(self) -> bool:
+        raise NotImplementedError
+
+    def _back_to_probe(self, peer: Peer, next_index: int) -> None:
+        raise NotImplementedError
+
+    def _send_snapshot(self, peer: Peer, heartbeat: bool) -> None:
+        raise NotImplementedError
+
+    # -- failure -----------------------------------------------------------------------------------
+    def halt(self, message: FatalError, /) -> None:
+        """Storage failed: forget everything not yet handed out and go quiet."""
+        record = self.record
+        record.halt_reason = message.reason
+        record.leader_id = None
+        self.outbox.clear()
+        self.pending_broadcast = False
+        self.received_snapshot = None
