@@ -30,6 +30,7 @@ import msgpack
 from generated import raft_fsm
 from generated.raft_fsm import FIELD_TYPES, WIRE_MESSAGES, WireMessage
 from runtime.errors import RaftError
+from runtime.limits import MAX_WIRE_INT
 
 __all__ = ["SCHEMA_DIGEST", "FrameError", "decode", "encode"]
 
@@ -112,8 +113,18 @@ def _decoder(spec: str) -> _Convert:
 
 
 def _scalar_decoder(name: str, cls: type) -> _Convert:
+    if cls is int:
+        def integer(value: Any) -> Any:
+            if type(value) is int:  # exact: True is not an int
+                if 0 <= value <= MAX_WIRE_INT:
+                    return value
+                raise _Invalid(f"{value} is outside 0..{MAX_WIRE_INT}")
+            raise _Invalid(f"expected {name}, got {_describe(value)}")
+
+        return integer
+
     def scalar(value: Any) -> Any:
-        if type(value) is cls:  # exact: True is not an int, b"" is not a str
+        if type(value) is cls:  # exact: b"" is not a str
             return value
         raise _Invalid(f"expected {name}, got {_describe(value)}")
 
@@ -203,6 +214,15 @@ def _record_decoder(name: str) -> _Convert:
         for i, (field, spec) in enumerate(fields)
         if _wire_type(spec) is None
     )
+    # Every int on the wire is in 0..MAX_WIRE_INT (terms, indexes, offsets): one C-level
+    # min/max over the int fields, and the precise message only on failure.
+    ints: Callable[[tuple[Any, ...]], tuple[int, ...]] | None = None
+    int_positions = [i for i, (_, spec) in enumerate(fields) if spec == "int"]
+    if len(int_positions) >= 2:
+        ints = itemgetter(*int_positions)
+    elif int_positions:
+        only_int = int_positions[0]
+        ints = lambda value: (value[only_int],)  # noqa: E731
 
     def find_culprit(value: tuple[Any, ...]) -> None:
         for (field, _), decoder, element in zip(fields, decoders, value, strict=True):
@@ -219,6 +239,10 @@ def _record_decoder(name: str) -> _Convert:
             raise _Invalid(f"expected {arity} fields of {name}, got {len(value)}")
         if tuple(map(type, value if pick is None else pick(value))) != fixed_types:
             find_culprit(value)
+        if ints is not None:
+            numbers = ints(value)
+            if min(numbers) < 0 or max(numbers) > MAX_WIRE_INT:
+                find_culprit(value)
         if not enum_members and not converters:
             return cls(*value)
         values = list(value)

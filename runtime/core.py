@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from attrs import frozen
+
 from generated.raft_fsm import (
     EVENT_OF_MESSAGE,
     AppendEntries,
@@ -20,13 +22,13 @@ from generated.raft_fsm import (
     PreVote,
     PreVoteReply,
     Proposal,
+    RequestVote,
     Role,
     TermNotice,
     WireMessage,
 )
 from runtime.consensus import Config, Consensus
 from runtime.dispatch import Dispatcher
-from runtime.errors import RaftError
 from runtime.log import RaftLog
 from runtime.ready import HardState, PersistentState, Ready, Snapshot, SoftState
 from runtime.record import NodeRecord, Peer
@@ -40,8 +42,13 @@ def _prospective(message: WireMessage) -> bool:
     return type(message) is PreVote or (type(message) is PreVoteReply and message.vote_granted)
 
 
-class UnknownPeer(RaftError):
-    """A message came from, or was addressed to, a node outside the configuration."""
+@frozen
+class Dropped:
+    """Why `RaftCore.step` did not handle a message. `invalid` marks messages no correct
+    peer sends (worth a warning); the others are expected now and then."""
+
+    reason: str
+    invalid: bool
 
 
 class RaftCore:
@@ -152,22 +159,41 @@ class RaftCore:
                 consensus.heartbeat_elapsed = 0
                 self._fire(Event.heartbeat_timeout)
         else:
+            consensus.age_incoming_snapshot()
             consensus.election_elapsed += 1
             if consensus.election_elapsed >= consensus.randomized_timeout:
                 self._fire(Event.election_timeout)
 
-    def step(self, message: WireMessage) -> None:
-        """Handle a message from a peer. A higher term is adopted first (§5.1)."""
+    def step(self, message: WireMessage) -> Dropped | None:
+        """Handle a message from a peer. A higher term is adopted first (§5.1).
+
+        Returns None when the message was handled, or a `Dropped` saying why it was not:
+        it came from outside the configuration or is impossible for a correct peer
+        (`invalid`, see `runtime.consensus.validation`), or it is a vote request ignored
+        for leader stickiness. A dropped message changes nothing; nothing a peer sends
+        makes this raise."""
         record = self.record
+        kind = type(message)
         if message.receiver != record.id or message.sender not in record.peers:
-            raise UnknownPeer(
-                f"node {record.id} got a message from {message.sender!r} to {message.receiver!r}; "
-                f"the configuration is {list(self.voters)}"
+            return Dropped(
+                f"{kind.__name__} from {message.sender!r} to {message.receiver!r}: outside the configuration "
+                f"{list(self.voters)}", invalid=True,
             )
+        if record.role is Role.error:
+            return Dropped(f"{kind.__name__} from {message.sender}: this node halted", invalid=False)
+        reason = self._consensus.invalid_reason(message)
+        if reason is not None:
+            return Dropped(f"invalid {kind.__name__} from {message.sender}: {reason}", invalid=True)
         if message.term > record.current_term and not _prospective(message):
-            leader = message.sender if isinstance(message, AppendEntries | InstallSnapshot) else None
-            self._fire(Event.higher_term, TermNotice(message.term, leader))
-        self._fire(_EVENT_OF_MESSAGE[type(message)], message)
+            leader = message.sender if kind is AppendEntries or kind is InstallSnapshot else None
+            self._fire(Event.higher_term, TermNotice(message.term, leader, kind is RequestVote))
+            if record.current_term < message.term:
+                return Dropped(
+                    f"{kind.__name__} from {message.sender} for term {message.term} ignored: the leader "
+                    f"{record.leader_id} is live (leader stickiness)", invalid=False,
+                )
+        self._fire(_EVENT_OF_MESSAGE[kind], message)
+        return None
 
     def propose(self, command: bytes) -> tuple[int, int]:
         """Append one command; return its (index, term). Raises NotLeader on a follower

@@ -36,6 +36,9 @@ class Peer:
     snapshot_acked: int = 0
     snapshot_sent: int = 0
     snapshot_resent: int = -1
+    sent_index: int = 0
+    """The highest log index sent to this peer in this term (entries or snapshot): a reply
+    acknowledging more is impossible."""
 
 
 @define(slots=True)

@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
+import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic
 
 from generated.raft_fsm import EntryKind, Role, WireMessage
 from runtime.consensus import Config
-from runtime.core import RaftCore, UnknownPeer
+from runtime.core import Dropped, RaftCore
 from runtime.errors import NodeHalted, NoLeader, NotLeader, RaftError
 from runtime.ready import Ready
 from runtime.statemachine import CommandT, ResultT, StateMachine
@@ -48,6 +49,32 @@ must fit the transport's frame limit (16 MiB), or replication of the log would s
 
 DEFAULT_CONFIG = Config(election_ticks=15, heartbeat_ticks=3)
 """With the default 10 ms tick: heartbeats every 30 ms, elections after 150-300 ms."""
+
+
+class _DropLog:
+    """One log line per sender and DROP_LOG_INTERVAL for messages the core dropped (a
+    WARNING for invalid ones), so a peer flooding bad messages cannot flood the log."""
+
+    def __init__(self, log: logging.Logger, node_id: str) -> None:
+        self.log = log
+        self.node_id = node_id
+        self.last: dict[tuple[str, bool], tuple[float, int]] = {}
+
+    def report(self, sender: str, dropped: Dropped) -> None:
+        now = time.monotonic()
+        key = (sender, dropped.invalid)
+        last, suppressed = self.last.get(key, (-DROP_LOG_INTERVAL, 0))
+        if now - last < DROP_LOG_INTERVAL:
+            self.last[key] = (last, suppressed + 1)
+            return
+        self.last[key] = (now, 0)
+        more = f" ({suppressed} more dropped since the last report)" if suppressed else ""
+        level = logging.WARNING if dropped.invalid else logging.INFO
+        self.log.log(level, "node %s: dropped %s%s", self.node_id, dropped.reason, more)
+
+
+DROP_LOG_INTERVAL = 5.0
+"""Seconds between two log lines about dropped messages from one sender."""
 
 
 class RaftServer(Generic[CommandT, ResultT]):
@@ -101,7 +128,7 @@ class RaftServer(Generic[CommandT, ResultT]):
         self._task: asyncio.Task[None] | None = None
         self._tick_handle: asyncio.TimerHandle | None = None
         self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"raftfsm-disk-{node_id}")
-        self._unknown_senders: set[str] = set()
+        self._drops = _DropLog(self.log, node_id)
         self._leader_changed = asyncio.Event()
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -238,12 +265,9 @@ class RaftServer(Generic[CommandT, ResultT]):
         if self._inbox:
             inbox, self._inbox = self._inbox, []
             for message in inbox:
-                try:
-                    core.step(message)
-                except UnknownPeer as exc:
-                    if message.sender not in self._unknown_senders:
-                        self._unknown_senders.add(message.sender)
-                        self.log.warning("node %s: %s", self.node_id, exc)
+                dropped = core.step(message)
+                if dropped is not None:
+                    self._drops.report(message.sender, dropped)
         if self._ticks_due:
             # one tick however many timer firings piled up while we waited for the disk:
             # a stall of this node is not silence from its peers (no needless election)

@@ -27,6 +27,7 @@ from generated.raft_fsm import EntryKind, Role, WireMessage
 from runtime.consensus import Config, Consensus
 from runtime.core import RaftCore
 from runtime.errors import NotLeader
+from runtime.forgery import from_stranger, impossible
 from runtime.ready import Ready
 from runtime.storage.base import Storage, StorageError
 from runtime.storage.memory import MemoryStorage
@@ -123,6 +124,10 @@ class Simulation:
         self._network: list[tuple[int, int, WireMessage]] = []
         self._sequence = 0
         self.messages_sent = 0
+        self._forged: set[int] = set()
+        """ids of injected messages still in flight (they bypass partitions: a forger is
+        anywhere on the network)."""
+        self.forged_dropped = 0
         self.trace: deque[str] = deque(maxlen=40)
         # checker state
         self.leaders: dict[int, str] = {}
@@ -219,11 +224,20 @@ class Simulation:
         while network and network[0][0] <= self.now:
             _, _, message = heapq.heappop(network)
             node = self.nodes[message.receiver]
-            if node.alive and self._connected(message.sender, message.receiver):
+            forged = id(message) in self._forged
+            if forged:
+                self._forged.discard(id(message))
+            if node.alive and (forged or self._connected(message.sender, message.receiver)):
                 try:
-                    node.core.step(message)
+                    dropped = node.core.step(message)
                 except AssertionError as exc:
                     self.violation("internal consistency", f"{node.id} asserted while handling {message}: {exc}")
+                if forged:
+                    if dropped is None or not (dropped.invalid or node.core.role is Role.error):
+                        self.violation("validation", f"{node.id} accepted a forged or impossible message: {message}")
+                    self.forged_dropped += 1
+                elif dropped is not None and dropped.invalid:
+                    self.violation("validation", f"{node.id} dropped a message of a correct node: {dropped.reason}")
                 self._drain(node)
         for node in self.nodes.values():
             if node.alive:
@@ -245,6 +259,14 @@ class Simulation:
                 delay += rng.randrange(1, 4)
             self._sequence += 1
             heapq.heappush(self._network, (self.now + delay, self._sequence, message))
+
+    def inject(self, message: WireMessage, delay: int = 1) -> None:
+        """Deliver a message no correct node sent (a forger's, or a corrupted one) after
+        `delay` ticks. The checkers keep running: it must be dropped or be harmless."""
+        self._sequence += 1
+        self._forged.add(id(message))
+        heapq.heappush(self._network, (self.now + delay, self._sequence, message))
+        self.trace.append(f"t={self.now} inject {type(message).__name__} to {message.receiver}")
 
     def _drain(self, node: SimNode) -> None:
         """Process Readies the way a real driver does: persist, send, apply, advance."""
@@ -436,7 +458,7 @@ class Nemesis:
     def __init__(self, sim: Simulation, faults: Sequence[str] = ("all",), rate: float = 0.02) -> None:
         self.sim = sim
         self.rate = rate
-        kinds = {"partition", "crash", "reboot", "drop", "duplicate", "reorder", "delay"}
+        kinds = {"partition", "crash", "reboot", "drop", "duplicate", "reorder", "delay", "forge"}
         self.kinds = kinds if "all" in faults else set(faults) & kinds
         self.counter = 0
 
@@ -480,6 +502,16 @@ class Nemesis:
             victim = rng.choice(ids)
             sim.crash(victim)
             sim.restart(victim)
+        elif choice == "forge":
+            # a burst of messages no correct node sends: a stranger's, or real messages in
+            # flight made impossible; every one must be dropped
+            in_flight = [message for _, _, message in sim._network]
+            for _ in range(rng.randrange(1, 6)):
+                original = rng.choice(in_flight) if in_flight and rng.random() < 0.7 else None
+                forged = impossible(rng, original) if original is not None else None
+                if forged is None:
+                    forged = from_stranger(rng, rng.choice(ids), rng.randrange(1 << 30))
+                sim.inject(forged, delay=1 + rng.randrange(3))
         elif choice == "heal":
             sim.heal()
             for node_id in ids:

@@ -26,11 +26,12 @@ from generated.raft_fsm import (
 from runtime import codec
 from runtime.codec import SCHEMA_DIGEST, FrameError, decode, encode
 from runtime.errors import RaftError
+from runtime.limits import MAX_WIRE_INT
 
 # ------------------------------------------------------------------ strategies from the spec
 
 SCALARS: dict[str, st.SearchStrategy[Any]] = {
-    "int": st.integers(min_value=-(2**63), max_value=2**64 - 1),  # msgpack's int range
+    "int": st.integers(min_value=0, max_value=MAX_WIRE_INT),  # terms, indexes, offsets: 0..2^63-1
     "bool": st.booleans(),
     "str": st.text(max_size=20),
     "bytes": st.binary(max_size=64),

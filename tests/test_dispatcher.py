@@ -116,12 +116,13 @@ def test_prepare_runs_for_each_row_tried_and_after_only_for_the_row_that_fires()
     # candidate + request_vote_reply: row 1 has prepare=record_vote, conditions=won_election
     roles, log = run_dispatcher(
         [Event.election_timeout, Event.request_vote_reply, Event.request_vote_reply],
-        # is_sole_voter False, pre_vote_enabled False; won_election False then True
-        [False, False, False, True],
+        # terms_exhausted, is_sole_voter, pre_vote_enabled False; won_election False then True
+        [False, False, False, False, True],
     )
     assert roles == ["candidate", "candidate", "leader"]
     assert log == [
-        "is_sole_voter@follower", "pre_vote_enabled@follower", "start_election@candidate",
+        "terms_exhausted@follower", "is_sole_voter@follower", "pre_vote_enabled@follower",
+        "start_election@candidate",
         "record_vote@candidate", "won_election@candidate",
         "record_vote@candidate", "won_election@candidate", "become_leader@leader",
     ]

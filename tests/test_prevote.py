@@ -58,8 +58,8 @@ def test_a_node_that_hears_its_leader_refuses_pre_votes_and_keeps_its_term() -> 
     follower = next(n for n in sim.ids if n != leader)
     core = sim.nodes[follower].core
     term = core.term
-    core.step(PreVote(99, next(n for n in sim.ids if n not in (leader, follower)), follower, term + 1,
-                      "x", 10**6, term))
+    asker = next(n for n in sim.ids if n not in (leader, follower))
+    core.step(PreVote(99, asker, follower, term + 1, asker, 10**6, term))
     replies = [m for m in sent(core) if isinstance(m, PreVoteReply)]
     assert replies and not replies[0].vote_granted and core.term == term
 

@@ -11,6 +11,7 @@ import itertools
 import math
 from collections.abc import Iterable, Sequence
 
+import attrs
 import pytest
 
 from generated.raft_fsm import (
@@ -232,7 +233,7 @@ def test_s5_2_candidate_votes_for_itself_only() -> None:
         ("n2", 1),
         ("n3", 1),
     ]
-    core.step(vote_req("n2", "n1", 1, 5, 5))
+    core.step(vote_req("n2", "n1", 1, 0, 0))  # as up-to-date as ours
     assert [m.vote_granted for m in drain(core).messages] == [False]
     assert core.role is Role.candidate
 
@@ -317,17 +318,21 @@ def test_s5_3_leader_commits_only_what_it_persisted() -> None:
     made durable (advance), so followers alone can form the quorum but not a phantom self."""
     core = make_leader()
     index, term = core.propose(b"x")
-    # followers n2 and n3 claim index 2 before the leader's own Ready was persisted
+    # the entry goes out, but the leader's own write is still in progress: a driver that
+    # sent the Ready's messages and has not persisted its entries yet
+    core.advance(attrs.evolve(core.ready(), entries=()))
     core.step(append_ok("n2", "n1", term, index))
     core.step(append_ok("n3", "n1", term, index))
     assert core.commit_index == index  # n2 + n3 are a quorum of 3 even without n1
     core2 = make_leader(FIVE)
     index, term = core2.propose(b"y")
+    unpersisted = core2.ready()
+    core2.advance(attrs.evolve(unpersisted, entries=()))
     core2.step(append_ok("n2", "n1", term, index))
     core2.step(append_ok("n3", "n1", term, index))
     assert core2.commit_index == 1, "leader counted its own unpersisted entry toward a quorum of 5"
-    drain(core2)  # the leader persists: now n1, n2, n3 form a quorum
-    assert core2.commit_index == index
+    core2.advance(attrs.evolve(unpersisted, messages=()))  # the leader's write is durable now
+    assert core2.commit_index == index  # n1, n2, n3 form a quorum
 
 
 # -- §5.3 AppendEntries on the follower --------------------------------------------------------
@@ -506,7 +511,8 @@ def test_s5_1_higher_term_demotes_leader_and_clears_vote() -> None:
         "stale-log vote request": lambda t: vote_req("n2", "n1", t, 0, 0),
     }
     for name, make in makers.items():
-        core = make_leader()
+        # a vote request is subject to leader stickiness unless CheckQuorum is off (below)
+        core = make_leader(check_quorum=name != "stale-log vote request")
         assert core.record.voted_for == "n1"
         core.step(make(core.term + 3))
         ready = drain(core)

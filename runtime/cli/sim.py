@@ -11,7 +11,7 @@ from typing import TextIO
 
 from runtime.sim import InvariantViolation, run_seed
 
-FAULT_KINDS = ("all", "partition", "crash", "reboot", "drop", "duplicate", "reorder", "delay", "none")
+FAULT_KINDS = ("all", "partition", "crash", "reboot", "drop", "duplicate", "reorder", "delay", "forge", "none")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -40,6 +40,8 @@ class ConsensusBase:
         self._snapshot_chunks = bytearray()
         self._snapshot_stream: tuple[int, int] | None = None
         """(index, term) of the snapshot whose chunks are in _snapshot_chunks."""
+        self._snapshot_idle = 0
+        """Ticks since the last chunk of the unfinished incoming snapshot."""
         self.last_proposal = (0, 0, 0)
         """(first index, last index, term) of the latest accepted proposal."""
 
@@ -56,6 +58,22 @@ class ConsensusBase:
 
     def _voting_peers(self) -> list[Peer]:
         return [p for p in self.record.peers.values() if p.can_vote]
+
+    def drop_incoming_snapshot(self) -> None:
+        """Forget an unfinished incoming snapshot (a new term, or its leader went quiet):
+        a transfer that never finishes must not hold its memory for ever."""
+        self._snapshot_stream = None
+        self._snapshot_chunks = bytearray()
+        self._snapshot_idle = 0
+
+    def age_incoming_snapshot(self) -> None:
+        """One tick passed; drop an unfinished incoming snapshot that stalled."""
+        if self._snapshot_stream is None:
+            return
+        self._snapshot_idle += 1
+        limit = self.config.snapshot_timeout_ticks or 4 * self.config.election_ticks
+        if self._snapshot_idle > limit:
+            self.drop_incoming_snapshot()
 
     # -- provided by other concerns ------------------------------------------------------
     def replicate(self, peer: Peer, heartbeat: bool = False) -> None:

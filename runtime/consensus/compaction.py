@@ -29,9 +29,10 @@ class Compaction(ConsensusBase):
             peer.snapshot_wait += 1
             config = self.config
             if peer.snapshot_wait >= max(2, config.election_ticks // config.heartbeat_ticks):
-                peer.snapshot_sent = peer.snapshot_acked
+                # unanswered for an election timeout: probe with one chunk, and resume the
+                # window only once the follower answers
+                peer.snapshot_sent = self._send_chunk(peer, peer.snapshot_acked)
                 peer.snapshot_resent = -1
-                self._pump_snapshot(peer, force=True)
 
     def _restart_snapshot(self, peer: Peer) -> None:
         peer.snapshot_acked = peer.snapshot_sent = 0
@@ -55,6 +56,8 @@ class Compaction(ConsensusBase):
         assert snapshot is not None
         record = self.record
         peer.snapshot_wait = 0
+        if snapshot.index > peer.sent_index:
+            peer.sent_index = snapshot.index
         part = snapshot.data[offset : offset + max(1, self.config.max_bytes_per_message)]
         end = offset + len(part)
         self.outbox.append(
@@ -79,6 +82,7 @@ class Compaction(ConsensusBase):
             record.commit_index = max(record.commit_index, index)
             self._snapshot_reply(message, message.offset + len(message.data), True)
             return
+        self._snapshot_idle = 0
         stream = (index, message.last_included_term)
         if message.offset == 0 and stream != self._snapshot_stream:
             self._snapshot_stream = stream  # a new transfer (a repeated first chunk is a duplicate)

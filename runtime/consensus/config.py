@@ -24,6 +24,11 @@ class Config:
     pre_vote: bool = True
     """Ask before campaigning (thesis §9.6): a node cut off from the cluster does not raise
     its term, so it cannot depose a healthy leader when it comes back."""
+    max_snapshot_bytes: int = 1 << 32
+    """An incoming snapshot larger than this is refused (its chunks are invalid messages)."""
+    snapshot_timeout_ticks: int = 0
+    """An unfinished incoming snapshot is dropped after this many ticks without a chunk;
+    0 means four election timeouts."""
     seed: int | None = None
     """Seed of the node's own RNG (randomized election timeouts). None, the default, draws
     one from the operating system, so nodes built from the same Config time out at

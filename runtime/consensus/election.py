@@ -12,10 +12,22 @@ from generated.raft_fsm import (
     TermNotice,
 )
 from runtime.consensus.base import ConsensusBase
+from runtime.limits import MAX_TERM
 
 
 class Election(ConsensusBase):
     """Guards and actions of the election rows of the spec."""
+
+    def leader_is_live(self, message: TermNotice, /) -> bool:
+        """Thesis §4.2.3: with CheckQuorum, a vote request is disruptive while a leader was
+        heard from within the election timeout (a leader counts itself)."""
+        record = self.record
+        return (
+            message.vote_request
+            and self.config.check_quorum
+            and record.leader_id is not None
+            and self.election_elapsed < self.config.election_ticks
+        )
 
     def adopt_term(self, message: TermNotice, /) -> None:
         record = self.record
@@ -23,7 +35,11 @@ class Election(ConsensusBase):
         record.voted_for = None
         record.leader_id = message.leader_id
         self.pending_broadcast = False
+        self.drop_incoming_snapshot()
         self.reset_election_timer()
+
+    def terms_exhausted(self) -> bool:
+        return self.record.current_term >= MAX_TERM
 
     def is_sole_voter(self) -> bool:
         return self.voters == (self.record.id,)
@@ -88,9 +104,12 @@ class Election(ConsensusBase):
             peer.probing = True
             peer.probe_sent = False
             peer.inflight.clear()
-            peer.recent_active = True
             peer.snapshot = None
             peer.stalled = False
+            peer.sent_index = 0
+            # CheckQuorum counts only peers heard from in this leadership: an isolated new
+            # leader steps down after one election timeout
+            peer.recent_active = False
         self.heartbeat_elapsed = 0
         self.election_elapsed = 0
         record.log.append(Entry(record.current_term, next_index, EntryKind.noop, b""))

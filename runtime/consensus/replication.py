@@ -43,7 +43,11 @@ class Replication(ConsensusBase):
             self._send_snapshot(peer, heartbeat)
             return
         if peer.probing:
-            if peer.probe_sent and not heartbeat:
+            # etcd's probe state: one AppendEntries with entries until the peer answers
+            # anything; a peer that does not answer gets only empty heartbeats
+            if peer.probe_sent:
+                if heartbeat:
+                    self._send_heartbeat(peer)
                 return
             self._send_append(peer, peer.next_index)
             peer.probe_sent = True
@@ -80,7 +84,10 @@ class Replication(ConsensusBase):
             AppendEntries(self._msg_id(), record.id, peer.id, record.current_term, record.id,
                           prev_index, prev_term, entries, record.commit_index)
         )
-        return prev_index + len(entries)
+        last = prev_index + len(entries)
+        if last > peer.sent_index:
+            peer.sent_index = last
+        return last
 
     def _send_heartbeat(self, peer: Peer) -> None:
         """An empty AppendEntries anchored at what the follower is known to have, so it
@@ -92,6 +99,8 @@ class Replication(ConsensusBase):
             anchor = peer.next_index - 1
             anchor_term = record.log.term_at(anchor)
             assert anchor_term is not None
+        if anchor > peer.sent_index:
+            peer.sent_index = anchor
         self.outbox.append(
             AppendEntries(self._msg_id(), record.id, peer.id, record.current_term, record.id,
                           anchor, anchor_term, (), record.commit_index)
@@ -110,6 +119,7 @@ class Replication(ConsensusBase):
         if peer is None or message.term != record.current_term:
             return  # a reply to an earlier term
         peer.recent_active = True
+        peer.probe_sent = False  # it answers: a probe may go out again
         if message.success:
             match = message.match_index
             if match > peer.match_index:
