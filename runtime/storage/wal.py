@@ -37,10 +37,11 @@ What counts as damage (`WalReport.problem`), assuming one damaged place:
   stored checksum (the chain goes on past a frame damaged in place) or with the checksum
   its predecessor should have had (the predecessor's checksum field is what was damaged).
   Each such frame is a transaction SQLite would drop.
-- the header fails its checks (magic, page size, checksum) while the first frame verifies
-  when seeded from it (its stored or its recomputed checksum, either byte order, any page
-  size) and the frames chained from there reach a commit frame: SQLite would drop the
-  whole WAL.
+- the header fails its checks (magic, page size, checksum) while, for some byte order
+  and page size, one of the first frames verifies when seeded from the header (its
+  stored or its recomputed checksum) or from its predecessor (a zeroed block may have
+  taken the first frame too), and the frames that verify that way include a commit
+  frame: SQLite would drop the whole WAL.
 - a header that verifies but names another format version (SQLite refuses to open it).
 
 Not damage: a missing or empty WAL, one shorter than its header, a trailing partial
@@ -166,6 +167,9 @@ class _Frame(NamedTuple):
     zero_seeded: Checksum
 
 
+_HEADER_FRAME: Final = _Frame(0, 0, 0, 0, b"", (0, 0), (0, 0))  # "the break is in the WAL header"
+
+
 class _Block(NamedTuple):
     first: int  # frames before this block
     offset: int
@@ -210,10 +214,6 @@ class WalReport:
     stale: int = 0  # frames of earlier generations (other salts)
     torn: bool = False  # the chain breaks, or a partial frame follows, with nothing committed after
     problem: str | None = None
-
-    @property
-    def damaged(self) -> bool:
-        return self.problem is not None
 
 
 def inspect_wal(path: Path | str) -> WalReport:
@@ -263,38 +263,40 @@ def _inspect(path: Path, file: BinaryIO, size: int, header: bytes) -> WalReport:
     return chain.report(path, size, big_endian)
 
 
+_PROBE_FRAMES: Final = 8  # how far past a damaged header to look for the start of a chain
+
+
 def _inspect_damaged_header(path: Path, file: BinaryIO, size: int, header: bytes, fault: str) -> WalReport:
-    """SQLite ignores a WAL whose header fails its checks. That loses committed
-    transactions if frames chained from this header are there: look for a first frame
-    that verifies from the header's stored or recomputed checksum, in either byte order
-    and at any page size (the damage may be in the page size or the magic)."""
-    stored = _HEADER.unpack(header)[6:8]
+    """SQLite ignores a WAL whose header fails its checks, which drops committed
+    transactions if there are any behind it. The header no longer says the byte order
+    or the page size, so try each: a geometry fits when one of the first frames verifies
+    when seeded from the header (its stored or recomputed checksum) or from its
+    predecessor (the damage, say a zeroed block, may have reached the first frames too).
+    Then every frame that verifies that way counts, and a commit frame among them is a
+    transaction SQLite would drop."""
+    c1, c2 = _HEADER.unpack(header)[6:8]
+    stored = c1, c2
     for big_endian in (False, True):
         recomputed = checksum(header[:24], big_endian=big_endian)
         for page_size in PAGE_SIZES:
-            block = next(_blocks(file, size, page_size, big_endian, limit=1), None)
-            if block is None:
+            probe = next(_blocks(file, size, page_size, big_endian, limit=_PROBE_FRAMES), None)
+            if probe is None:
                 continue
-            page, _commit, salts, c1, c2 = _FRAME_HEADER.unpack_from(block.data)
-            step = _Affine(page_size)
-            for seed in (stored, recomputed):
-                if page == 0 or step(seed, block.sums[0]) != (c1, c2):
-                    continue
-                # The frames carry the true salts; the header's may be what was damaged.
-                chain = _Chain(salts, seed, seed, page_size)
-                for block in _blocks(file, size, page_size, big_endian):
-                    chain.add(block)
-                found = chain.report(path, size, big_endian)
-                if found.transactions == 0:
-                    continue
-                problem = (
-                    f"the WAL header (offset 0) is damaged ({fault}), yet the {found.valid} frames"
-                    f" after it verify as a chain from it ({page_size}-byte pages), committing"
-                    f" {found.transactions} transactions; SQLite would silently ignore the whole WAL"
-                )
-                return WalReport(
-                    path, size, page_size, big_endian, found.frames, problem=problem, stale=found.stale
-                )
+            chain = _Chain(b"", stored, recomputed, page_size, broken=_HEADER_FRAME)
+            chain.add(probe)
+            if not chain.verified_after:
+                continue
+            chain = _Chain(chain.first_verified_salts, stored, recomputed, page_size, broken=_HEADER_FRAME)
+            for block in _blocks(file, size, page_size, big_endian):
+                chain.add(block)
+            if not chain.commits_after:
+                continue
+            problem = (
+                f"the WAL header (offset 0) is damaged ({fault}), yet {chain.verified_after} frames after it"
+                f" verify ({page_size}-byte pages), {chain.commits_after} of them committing transactions"
+                f" (the last at frame {chain.last_commit_after}); SQLite would silently ignore the whole WAL"
+            )
+            return WalReport(path, size, page_size, big_endian, chain.frames, stale=chain.stale, problem=problem)
     return WalReport(path, size, torn=True)
 
 
@@ -302,8 +304,10 @@ class _Chain:
     """Follows the frames in order: the valid prefix SQLite replays, then, after a break,
     whatever of the same generation still verifies."""
 
-    def __init__(self, salts: bytes, stored: Checksum, recomputed: Checksum, page_size: int) -> None:
-        self.salts = salts
+    def __init__(
+        self, salts: bytes, stored: Checksum, recomputed: Checksum, page_size: int, broken: _Frame | None = None
+    ) -> None:
+        self.salts = salts  # b"": not known, take any (a damaged header's chain)
         self.page_size = page_size
         self.step = _Affine(page_size)
         self.frames = 0
@@ -311,8 +315,9 @@ class _Chain:
         self.committed = 0
         self.transactions = 0
         self.stale = 0
-        self.broken: _Frame | None = None
+        self.broken = broken
         self.why = ""
+        self.first_verified_salts = b""
         self.verified_after = 0  # frames of this generation verifying after the break
         self.commits_after = 0
         self.last_commit_after = 0
@@ -351,9 +356,11 @@ class _Chain:
                 else "has page number 0" if frame.page == 0
                 else "fails its checksum"
             )
-        elif ours and frame.page != 0 and frame.stored in (
+        elif (ours or not self.salts) and frame.page != 0 and frame.stored in (
             from_stored, self.step(self._previous_true, frame.zero_seeded)
         ):
+            if not self.verified_after:
+                self.first_verified_salts = frame.salts
             self.verified_after += 1
             if frame.commit:
                 self.commits_after += 1
