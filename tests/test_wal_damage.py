@@ -455,7 +455,7 @@ def test_the_node_command_refuses_a_damaged_wal_in_one_line(plain: Killed, tmp_p
     result = subprocess.run(
         [sys.executable, "-m", "runtime.cli", "node", "--id", "n1", "--listen", f"127.0.0.1:{port}",
          "--peers", f"n1=127.0.0.1:{port}", "--data-dir", str(directory), "--cluster-id", "c1"],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=60,
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=30,
     )
     assert result.returncode == 2, result.stderr
     lines = result.stderr.splitlines()
