@@ -4,13 +4,16 @@ A driver calls `persist` once per `Ready`, before it sends anything that depends
 batch (§5, "persist before you speak"), so a call is one atomic transaction: after a
 crash either the whole batch is there or none of it is. Errors of the medium become
 `StorageError`; errors of the caller (a batch that would leave a hole in the log) are
-`ValueError`, because retrying them can never succeed.
+`ValueError`, because retrying them can never succeed. A term or index beyond what the
+medium can hold (SQLite's INTEGER is a signed 64-bit integer) is a `StorageError` too,
+raised before anything is written; MemoryStorage applies the same limit so that the
+simulator and a real node agree.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Final, Protocol
 
 from generated.raft_fsm import Entry
 from runtime.errors import RaftError
@@ -25,6 +28,10 @@ class StorageError(RaftError):
 class CorruptStorage(StorageError):
     """What is on disk is not a log this library wrote, or no longer reads back as one.
     Raised at open; nothing is repaired or dropped, so an operator can inspect the files."""
+
+
+INT64_MIN: Final = -(1 << 63)
+INT64_MAX: Final = (1 << 63) - 1
 
 
 class Storage(Protocol):
@@ -70,6 +77,27 @@ def check_batch(
             " (a batch may overwrite a suffix or extend the log, never leave a hole or touch"
             " compacted entries)"
         )
+
+
+def check_storable(entries: Sequence[Entry], hard_state: HardState | None, snapshot: Snapshot | None) -> None:
+    """Raise StorageError, before anything is written, if a term or index does not fit in
+    a signed 64-bit integer (sqlite3 would raise OverflowError in the middle of a batch)."""
+    low, high = INT64_MIN, INT64_MAX
+    for entry in entries:  # the simulator persists every Ready: compare first, format only on failure
+        if not (low <= entry.index <= high and low <= entry.term <= high):
+            _check_int64("log index", entry.index)
+            _check_int64("term", entry.term, f" of log entry {entry.index}")
+    if hard_state is not None:
+        _check_int64("term", hard_state.term, " of the hard state")
+        _check_int64("commit index", hard_state.commit)
+    if snapshot is not None:
+        _check_int64("snapshot index", snapshot.index)
+        _check_int64("term", snapshot.term, f" of the snapshot at {snapshot.index}")
+
+
+def _check_int64(what: str, value: int, where: str = "") -> None:
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise StorageError(f"{what} {value}{where} does not fit in a signed 64-bit integer; nothing was stored")
 
 
 def check_compaction(snapshot: Snapshot, snapshot_index: int, last_index: int) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from generated.raft_fsm import Entry
 from runtime.ready import HardState, PersistentState, Snapshot
-from runtime.storage.base import check_batch, check_compaction
+from runtime.storage.base import check_batch, check_compaction, check_storable
 
 
 class MemoryStorage:
@@ -31,6 +31,7 @@ class MemoryStorage:
         self, entries: Sequence[Entry], hard_state: HardState | None, snapshot: Snapshot | None
     ) -> None:
         check_batch(entries, snapshot, self._offset + 1, self._offset + len(self._entries))
+        check_storable(entries, hard_state, snapshot)
         if snapshot is not None:
             self._snapshot = snapshot
             self._offset = snapshot.index
@@ -43,6 +44,7 @@ class MemoryStorage:
 
     def compact(self, snapshot: Snapshot) -> None:
         check_compaction(snapshot, self._offset, self._offset + len(self._entries))
+        check_storable((), None, snapshot)
         del self._entries[: snapshot.index - self._offset]
         self._offset = snapshot.index
         self._snapshot = snapshot

@@ -9,6 +9,26 @@ half-restored backup is noticed instead of being half-used):
 Every row carries a CRC-32: SQLite's own checks (`PRAGMA quick_check`) see a broken
 b-tree but not a flipped bit inside a blob, and a node that restarts with a silently
 changed term or entry breaks Raft's safety rather than just crashing.
+
+Opening checks, in this order, and raises CorruptStorage (one line) at the first failure;
+nothing is repaired, and up to step 3 not a byte of raft.db, raft.db-wal or raft.db-shm
+has changed (LOCK takes the new pid):
+
+1. the directory holds only the files above, and is locked;
+2. raft.db starts with an SQLite header;
+3. raft.db-wal, read by `runtime.storage.wal.inspect_wal` before any SQLite connection
+   exists: SQLite replays a WAL up to the first frame that does not verify and ignores
+   the rest without a word, which is right for a torn tail after a crash but drops
+   acknowledged entries and votes when a frame in the middle (or the WAL header) was
+   damaged later. A break followed by committed frames of the same WAL generation that
+   still verify is refused, naming the frame and its offset; a torn tail or frames of an
+   earlier generation are not;
+4. a read-only connection runs quick_check and checks identity and a gap-free log (it
+   replays the WAL, but a read-only connection does not checkpoint);
+5. `initial_state()` verifies every row's CRC.
+
+Terms and indexes are SQLite INTEGERs: one that does not fit in a signed 64-bit integer
+makes persist/compact raise StorageError before the transaction starts.
 """
 
 from __future__ import annotations
@@ -32,8 +52,10 @@ from runtime.storage.base import (
     StorageError,
     check_batch,
     check_compaction,
+    check_storable,
     describe_batch,
 )
+from runtime.storage.wal import inspect_wal
 
 SCHEMA_VERSION: Final = 1
 APPLICATION_ID: Final = 0x52414654  # "RAFT" in the SQLite header: tells our files from other SQLite files
@@ -179,6 +201,7 @@ class SqliteStorage:
         fresh = not self.path.exists()
         if not fresh:
             self._check_header()
+            self._check_wal()
             self._validate()
         try:
             connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -255,6 +278,18 @@ class SqliteStorage:
             raise CorruptStorage(f"{self.path} is not an SQLite database (foreign or overwritten file)")
         if len(header) < 100:
             raise CorruptStorage(f"{self.path} is truncated ({len(header)} bytes, less than its header)")
+
+    def _check_wal(self) -> None:
+        """Refuse a WAL whose replay would silently drop committed transactions. This must
+        come before any SQLite connection, even the read-only one of `_validate`: opening
+        the database replays the WAL, and the next checkpoint makes the loss permanent."""
+        wal = self.directory / f"{DB_NAME}-wal"
+        try:
+            report = inspect_wal(wal)
+        except OSError as error:
+            raise StorageError(f"cannot read {wal}: {_detail(error)}") from error
+        if report.problem is not None:
+            raise CorruptStorage(f"{wal} is damaged: {report.problem}; no file was changed")
 
     def _validate(self) -> None:
         """Check the database read-only first: a read-write connection checkpoints the WAL
@@ -350,6 +385,7 @@ class SqliteStorage:
     ) -> None:
         connection = self._open_connection()
         check_batch(entries, snapshot, self._snapshot_index + 1, self._last_index)
+        check_storable(entries, hard_state, snapshot)
         if not entries and hard_state is None and snapshot is None:
             return  # an empty Ready: no transaction, no fsync
         try:
@@ -377,6 +413,7 @@ class SqliteStorage:
     def compact(self, snapshot: Snapshot) -> None:
         connection = self._open_connection()
         check_compaction(snapshot, self._snapshot_index, self._last_index)
+        check_storable((), None, snapshot)
         try:
             connection.execute("BEGIN IMMEDIATE")
             self._save_snapshot(connection, snapshot)
