@@ -152,8 +152,13 @@ class LocalCluster:
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
-        """Start every node (making dev certificates first when tls=True, otherwise a
-        random cluster secret; existing ones are reused)."""
+        """Start every node."""
+        for node_id in self.ids:
+            self.start_node(node_id)
+
+    def _make_credentials(self) -> None:
+        """Dev certificates when tls=True, otherwise a random cluster secret (mode 0600);
+        existing ones are reused."""
         if self.tls and not (self.certs_dir / "ca.pem").exists():
             from runtime.certs import make_dev_certs
 
@@ -162,14 +167,14 @@ class LocalCluster:
             from runtime.transport.auth import write_secret
 
             write_secret(self.secret_file)
-        for node_id in self.ids:
-            self.start_node(node_id)
 
     def start_node(self, node_id: str, file_size_limit: int | None = None) -> subprocess.Popen[bytes]:
-        """Start one node. `file_size_limit` (bytes) caps the files it may write
-        (RLIMIT_FSIZE): a real "disk full" for that process alone."""
+        """Start one node (making the cluster's certificates or secret first if they are
+        missing). `file_size_limit` (bytes) caps the files it may write (RLIMIT_FSIZE): a
+        real "disk full" for that process alone."""
         if node_id not in self.raft_addresses:
             raise KeyError(f"no node {node_id!r} in this cluster ({', '.join(self.ids)})")
+        self._make_credentials()
         running = self.processes.get(node_id)
         if running is not None and running.poll() is None:
             raise ClusterError(f"node {node_id} is already running (pid {running.pid})")

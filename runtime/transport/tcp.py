@@ -511,6 +511,7 @@ class TcpTransport:
                 continue
             if warned:
                 self._log.info("%s: reached %s again", self.node_id, peer.node_id)
+            self._log.debug("%s: connected to %s at %s:%s (%s)", self.node_id, peer.node_id, *peer.address, self._auth)
             warned = False
             opened = time.monotonic()
             try:
