@@ -100,6 +100,7 @@ def test_a_strangers_hello_claiming_a_peer_never_touches_the_real_connection() -
             assert n1.received(msg_id=666) == []
             rejected = n1.log.warnings("closed connection from 127.0.0.1:")
             assert len(rejected) == rounds * len(STRANGER_HELLOS), rejected[:5]
+            assert all(" (says it is 'n2'): " in line for line in rejected), rejected[:5]
             reasons = collections.Counter(line.split(": ", 2)[2].split(" (")[0] for line in rejected)
             assert reasons == {"protocol version 1": rounds, "it authenticates with 'none', this node requires 'secret'":
                                rounds, "bad proof: a different cluster secret, or not 'n2'": 2 * rounds,

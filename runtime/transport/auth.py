@@ -47,6 +47,7 @@ PROOF_BYTES: Final = 32
 MAC_BYTES: Final = 16
 """Frame MACs are HMAC-SHA256 truncated to 128 bits."""
 MIN_SECRET_BYTES: Final = 16
+MAX_SECRET_FILE: Final = 4096
 SECRET_HEX_BYTES: Final = 32
 """`write_secret` draws this many random bytes (written as 64 hex digits)."""
 
@@ -76,18 +77,20 @@ def load_secret(path: str | os.PathLike[str]) -> bytes:
     """The secret in `path`: the file's bytes without surrounding whitespace. Refuses a file
     that group or others may read or write (like ssh with a private key)."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # before open(): a FIFO would block it
+            raise SecretError(f"secret file {os.fspath(path)} is not a regular file")
         with open(path, "rb") as file:
             mode = os.fstat(file.fileno()).st_mode
-            if not stat.S_ISREG(mode):
-                raise SecretError(f"secret file {os.fspath(path)} is not a regular file")
             if mode & 0o077:
                 raise SecretError(
                     f"secret file {os.fspath(path)} is accessible by group/others (mode {stat.S_IMODE(mode):04o}); "
                     f"run: chmod 600 {os.fspath(path)}"
                 )
-            data = file.read(1 << 16)
+            data = file.read(MAX_SECRET_FILE + 1)
     except OSError as exc:
         raise SecretError(f"cannot read secret file {os.fspath(path)}: {exc.strerror or exc}") from None
+    if len(data) > MAX_SECRET_FILE:
+        raise SecretError(f"secret file {os.fspath(path)} is over {MAX_SECRET_FILE} bytes: not a secret file?")
     try:
         return check_secret(data.strip())
     except SecretError as exc:

@@ -108,6 +108,8 @@ class _Rejected(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.claimed: str | None = None
+        """The node id the peer's hello claimed, if it got that far."""
 
 
 class _Peer:
@@ -357,6 +359,14 @@ class TcpTransport:
             raise _Rejected(f"handshake is not msgpack ({type(exc).__name__}: {exc})") from None
         if type(hello) is not tuple or len(hello) < 2 or hello[0] != HELLO_MAGIC:
             raise _Rejected(f"not a raftfsm handshake: {hello!r:.60}")
+        try:
+            return self._check_hello(hello)
+        except _Rejected as exc:
+            if len(hello) >= 5 and type(hello[4]) is str:  # the id is at 4 in every version so far
+                exc.claimed = hello[4]
+            raise
+
+    def _check_hello(self, hello: tuple[Any, ...]) -> tuple[str, bytes]:
         version = hello[1]
         if type(version) is not int or version != PROTOCOL_VERSION:
             raise _Rejected(f"protocol version {version!r:.20} (this node speaks {PROTOCOL_VERSION})")
@@ -431,6 +441,7 @@ class TcpTransport:
             self._peers[node_id].back.set()
             await self._receive(reader, node_id, opener)
         except _Rejected as exc:
+            claimed = claimed or exc.claimed
             who = f" ({node_id})" if node_id else f" (says it is {claimed!r:.60})" if claimed else ""
             self._log.warning("%s: closed connection from %s%s: %s", self.node_id, where, who, exc.reason)
         except (OSError, EOFError) as exc:
