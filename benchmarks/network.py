@@ -6,7 +6,8 @@ of requests in flight. Then failover: kill -9 of the leader until a new leader c
 
 PySyncObj is measured only when it is installed (`pip install pysyncobj==0.3.17`); it
 runs with its defaults (no fsync, its 100 ms batch timer). raftfsm runs with fsync on
-(SQLite synchronous=FULL) and off.
+(SQLite synchronous=FULL) and off; its peers authenticate with a random cluster secret
+(every frame MACed), as `raftfsm cluster` runs them.
 """
 
 from __future__ import annotations
@@ -74,13 +75,15 @@ class CounterMachine:
 def serve_raftfsm(args: argparse.Namespace) -> None:
     from runtime.server import RaftServer
     from runtime.storage.sqlite import SqliteStorage
+    from runtime.transport.auth import load_secret
 
     ports = [int(p) for p in args.ports.split(",")]
     peers = {node_id: ("127.0.0.1", port) for node_id, port in zip(IDS, ports, strict=True)}
     storage = SqliteStorage(Path(args.data) / args.id, node_id=args.id, cluster_id="bench", fsync=args.fsync)
 
     async def main() -> None:
-        server: RaftServer[bytes, int] = RaftServer(args.id, peers, CounterMachine(), storage, cluster_id="bench")
+        server: RaftServer[bytes, int] = RaftServer(args.id, peers, CounterMachine(), storage, cluster_id="bench",
+                                                    secret=load_secret(Path(args.data) / "secret"))
         await server.start()
         out = Path(args.out)
         first_term: int | None = None
@@ -218,6 +221,10 @@ def run_cluster(system: str, inflight: int, duration: float, fsync: bool, failov
     with tempfile.TemporaryDirectory(prefix="raftfsm-bench-") as tmp:
         out = Path(tmp)
         ports = ",".join(map(str, free_ports(3)))
+        if system == "raftfsm":
+            from runtime.transport.auth import write_secret
+
+            write_secret(out / "secret")  # peers authenticate with it; every frame is MACed
         procs = {
             node_id: subprocess.Popen(
                 [sys.executable, __file__, "--serve", system, "--id", node_id, "--ports", ports, "--data", tmp,

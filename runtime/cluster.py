@@ -6,6 +6,7 @@ Layout of the base directory:
     data/<id>/     each node's data directory (raft.db)
     logs/<id>.log  each node's stderr and stdout
     certs/         the development CA and node certificates (tls=True)
+    secret         the cluster secret, mode 0600 (otherwise)
 
 The HTTP helpers here are synchronous (urllib): the callers are scripts and tests.
 """
@@ -120,6 +121,10 @@ class LocalCluster:
     def certs_dir(self) -> Path:
         return self.base_dir / "certs"
 
+    @property
+    def secret_file(self) -> Path:
+        return self.base_dir / "secret"
+
     def http_url(self, node_id: str) -> str:
         return f"http://{self.http_addresses[node_id]}"
 
@@ -139,25 +144,37 @@ class LocalCluster:
             certs = self.certs_dir
             command += ["--tls-ca", str(certs / "ca.pem"), "--tls-cert", str(certs / f"{node_id}.pem"),
                         "--tls-key", str(certs / f"{node_id}.key")]
+        else:
+            command += ["--secret-file", str(self.secret_file)]
         if not self.fsync:
             command.append("--no-fsync")
         return command
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
-        """Start every node (making dev certificates first when tls=True)."""
+        """Start every node."""
+        for node_id in self.ids:
+            self.start_node(node_id)
+
+    def _make_credentials(self) -> None:
+        """Dev certificates when tls=True, otherwise a random cluster secret (mode 0600);
+        existing ones are reused."""
         if self.tls and not (self.certs_dir / "ca.pem").exists():
             from runtime.certs import make_dev_certs
 
             make_dev_certs(self.certs_dir, self.ids)
-        for node_id in self.ids:
-            self.start_node(node_id)
+        if not self.tls and not self.secret_file.exists():
+            from runtime.transport.auth import write_secret
+
+            write_secret(self.secret_file)
 
     def start_node(self, node_id: str, file_size_limit: int | None = None) -> subprocess.Popen[bytes]:
-        """Start one node. `file_size_limit` (bytes) caps the files it may write
-        (RLIMIT_FSIZE): a real "disk full" for that process alone."""
+        """Start one node (making the cluster's certificates or secret first if they are
+        missing). `file_size_limit` (bytes) caps the files it may write (RLIMIT_FSIZE): a
+        real "disk full" for that process alone."""
         if node_id not in self.raft_addresses:
             raise KeyError(f"no node {node_id!r} in this cluster ({', '.join(self.ids)})")
+        self._make_credentials()
         running = self.processes.get(node_id)
         if running is not None and running.poll() is None:
             raise ClusterError(f"node {node_id} is already running (pid {running.pid})")

@@ -80,7 +80,8 @@ DROP_LOG_INTERVAL = 5.0
 class RaftServer(Generic[CommandT, ResultT]):
     """One Raft node on the network. `peers` maps every voter id (this node included) to
     its Raft address; `client_addresses` optionally maps ids to the address clients should
-    use (shown in NotLeader and status)."""
+    use (shown in NotLeader and status). Without a `transport`, peers authenticate with
+    `secret` (the cluster secret) or `tls` (see TcpTransport)."""
 
     def __init__(
         self,
@@ -93,7 +94,9 @@ class RaftServer(Generic[CommandT, ResultT]):
         config: Config | None = None,
         tick_interval: float = 0.01,
         tls: TlsConfig | None = None,
+        secret: bytes | None = None,
         insecure: bool = False,
+        insecure_no_auth: bool = False,
         transport: Transport | None = None,
         snapshot_every: int = 10_000,
         client_addresses: Mapping[str, str] | None = None,
@@ -116,7 +119,8 @@ class RaftServer(Generic[CommandT, ResultT]):
         if state.snapshot is not None:
             state_machine.restore(state.snapshot.data)
         self.transport: Transport = transport or TcpTransport(
-            node_id, cluster_id, peers[node_id], self.peers, self._receive, tls=tls, insecure=insecure,
+            node_id, cluster_id, peers[node_id], self.peers, self._receive, tls=tls, secret=secret,
+            insecure=insecure, insecure_no_auth=insecure_no_auth,
         )
         self._inbox: list[WireMessage] = []
         self._proposals: list[tuple[bytes, asyncio.Future[Any]]] = []

@@ -20,6 +20,7 @@ import pytest
 
 from runtime.cluster import LocalCluster, http_json
 from runtime.http import FORWARDED_HEADER, LEADER_HEADER
+from runtime.transport.auth import write_secret
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -252,8 +253,9 @@ def test_node_refuses_a_corrupt_data_directory_with_one_line(tmp_path: Path) -> 
     data = tmp_path / "n1"
     data.mkdir()
     (data / "raft.db").write_bytes(b"this is not a database" * 100)
+    secret = write_secret(tmp_path / "secret")
     run = raftfsm("node", "--id", "n1", "--listen", "127.0.0.1:0", "--peers", "n1=127.0.0.1:0",
-                  "--http", "127.0.0.1:0", "--data-dir", str(data), timeout=20)
+                  "--http", "127.0.0.1:0", "--data-dir", str(data), "--secret-file", str(secret), timeout=20)
     assert run.returncode == 2
     assert run.stderr.count("\n") == 1 and run.stderr.startswith("raftfsm node: "), run.stderr
     assert "raft.db" in run.stderr and "Traceback" not in run.stderr

@@ -22,6 +22,7 @@ from runtime.sim import Simulation
 from runtime.storage.memory import MemoryStorage
 
 IDS = ("n1", "n2", "n3")
+SECRET = b"test cluster secret, not a real one"
 
 
 def test_default_configs_draw_different_timeouts() -> None:
@@ -91,7 +92,7 @@ def test_raft_servers_with_the_default_config_elect_and_re_elect() -> None:
         peers = {node_id: ("127.0.0.1", port) for node_id, port in zip(IDS, _free_ports(3), strict=True)}
         servers = {
             node_id: RaftServer(node_id, peers, KVStateMachine(), MemoryStorage(), cluster_id="t",
-                                config=Config())
+                                config=Config(), secret=SECRET)
             for node_id in IDS
         }
         for server in servers.values():
@@ -117,7 +118,7 @@ def test_wait_for_leader_says_what_it_waited_for() -> None:
     async def body() -> None:
         peers = {node_id: ("127.0.0.1", port) for node_id, port in zip(IDS, _free_ports(3), strict=True)}
         # only n1 runs: it can never win an election
-        server = RaftServer("n1", peers, KVStateMachine(), MemoryStorage(), cluster_id="t")
+        server = RaftServer("n1", peers, KVStateMachine(), MemoryStorage(), cluster_id="t", secret=SECRET)
         await server.start()
         try:
             with pytest.raises(NoLeader) as caught:

@@ -5,6 +5,7 @@ either keeps serving (bad input) or moves to the error role while the others com
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import struct
@@ -82,8 +83,10 @@ def frame(body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + body
 
 
-def hello(cluster_id: str, node_id: str) -> bytes:
-    return frame(msgpack.packb([HELLO_MAGIC, PROTOCOL_VERSION, SCHEMA_DIGEST, cluster_id, node_id]))
+def hello(cluster_id: str, node_id: str, mode: str = "secret") -> bytes:
+    nonce = os.urandom(32) if mode == "secret" else b""
+    return frame(msgpack.packb([HELLO_MAGIC, PROTOCOL_VERSION, SCHEMA_DIGEST, cluster_id, node_id, mode, nonce],
+                               use_bin_type=True))
 
 
 def send_and_wait_for_close(address: str, payload: bytes, context: ssl.SSLContext | None = None) -> None:
@@ -113,7 +116,7 @@ def test_bad_input_on_the_raft_port_is_logged_once_closed_and_the_node_keeps_ser
             "oversized length": struct.pack(">I", 2**31) + b"x" * 16,
             "wrong cluster id": hello("another-cluster", "n2"),
             "unknown node id": hello(cluster.cluster_id, "mallory"),
-            "wrong schema": hello(cluster.cluster_id, "n2") + frame(msgpack.packb([0, "not", "a", "vote"])),
+            "a frame instead of a proof": hello(cluster.cluster_id, "n2") + frame(msgpack.packb([0, "not", "a", "vote"])),
         }
         for payload in attacks.values():
             send_and_wait_for_close(address, payload)
@@ -130,7 +133,7 @@ def test_bad_input_on_the_raft_port_is_logged_once_closed_and_the_node_keeps_ser
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE  # an attacker without a client certificate
-        send_and_wait_for_close(cluster.raft_addresses["n1"], hello(cluster.cluster_id, "n2"), context)
+        send_and_wait_for_close(cluster.raft_addresses["n1"], hello(cluster.cluster_id, "n2", "tls"), context)
         poll(lambda: "TLS handshake failed" in cluster.log_path("n1").read_text()
              or "closed connection from" in cluster.log_path("n1").read_text(),
              what="a log line for the client without a certificate")

@@ -18,6 +18,7 @@ from runtime.storage.memory import MemoryStorage
 from runtime.storage.sqlite import SqliteStorage
 
 IDS = ("n1", "n2", "n3")
+SECRET = b"test cluster secret, not a real one"
 
 
 def free_ports(count: int) -> list[int]:
@@ -39,7 +40,8 @@ async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
 def cluster(storages: dict[str, object]) -> dict[str, RaftServer[object, KVResult]]:
     peers = {node_id: ("127.0.0.1", port) for node_id, port in zip(IDS, free_ports(3), strict=True)}
     return {
-        node_id: RaftServer(node_id, peers, KVStateMachine(), storages[node_id], cluster_id="test")  # type: ignore[arg-type]
+        node_id: RaftServer(node_id, peers, KVStateMachine(), storages[node_id], cluster_id="test",  # type: ignore[arg-type]
+                            secret=SECRET)
         for node_id in IDS
     }
 
@@ -144,7 +146,8 @@ def test_restart_on_sqlite_resumes_term_vote_log_and_state(tmp_path: Path) -> No
             await server.stop()
         restarted = {
             n: RaftServer(n, peers, KVStateMachine(), SqliteStorage(tmp_path / n, node_id=n, cluster_id="test",
-                                                                      fsync=False), cluster_id="test")
+                                                                      fsync=False), cluster_id="test",
+                          secret=SECRET)
             for n in IDS
         }
         assert all(s.core.term >= term and s.core.log.last_index >= 50 for s in restarted.values())

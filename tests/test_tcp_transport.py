@@ -1,6 +1,8 @@
 """The TCP transport on 127.0.0.1: messages flow between real sockets, a peer that comes
 back gets what was queued for it, and every kind of bad input is logged once, closed,
-and leaves the listener serving good peers."""
+and leaves the listener serving good peers. Nodes authenticate with the cluster secret
+unless a test says otherwise (TLS here; the attacks on authentication are in
+tests/test_peer_auth.py)."""
 
 from __future__ import annotations
 
@@ -17,14 +19,24 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import attrs
 import msgpack
 import pytest
 
 from generated.raft_fsm import AppendEntries, Entry, EntryKind, RequestVoteReply, WireMessage
 from runtime.codec import SCHEMA_DIGEST, encode
-from runtime.transport.tcp import HELLO_MAGIC, OUTBOUND_QUEUE, PROTOCOL_VERSION, TcpTransport, TlsConfig
+from runtime.transport import auth
+from runtime.transport.tcp import (
+    HELLO_MAGIC,
+    OUTBOUND_QUEUE,
+    OUTBOUND_QUEUE_BYTES,
+    PROTOCOL_VERSION,
+    TcpTransport,
+    TlsConfig,
+)
 
 CLUSTER = "test-cluster"
+SECRET = b"the test cluster's secret, 32+ b"
 T = TypeVar("T")
 
 
@@ -88,14 +100,18 @@ class Node:
     """A transport plus what it received and logged."""
 
     def __init__(self, node_id: str, ports: dict[str, int], tls: dict[str, TlsConfig] | None = None,
-                 *, peers: list[str] | None = None) -> None:
+                 *, peers: list[str] | None = None, secret: bytes | None = SECRET, no_auth: bool = False,
+                 addresses: dict[str, int] | None = None) -> None:
+        """`addresses` overrides the port this node dials for some peers (a proxy)."""
         self.inbox: list[WireMessage] = []
         self.logger, self.log = captured_logger()
         others = peers if peers is not None else [p for p in ports if p != node_id]
+        dial = {**ports, **(addresses or {})}
         self.transport = TcpTransport(
             node_id, CLUSTER, ("127.0.0.1", ports[node_id]),
-            {p: ("127.0.0.1", ports[p]) for p in others}, self.inbox.append,
-            tls=tls[node_id] if tls else None, logger=self.logger,
+            {p: ("127.0.0.1", dial[p]) for p in others}, self.inbox.append,
+            tls=tls[node_id] if tls else None, secret=None if tls or no_auth else secret,
+            insecure_no_auth=no_auth, logger=self.logger,
         )
         self.node_id = node_id
         self.port = ports[node_id]
@@ -132,8 +148,55 @@ def frame(body: bytes) -> bytes:
 
 
 def hello(node_id: str, cluster: str = CLUSTER, version: int = PROTOCOL_VERSION,
-          schema: str = SCHEMA_DIGEST) -> bytes:
-    return frame(msgpack.packb([HELLO_MAGIC, version, schema, cluster, node_id], use_bin_type=True))
+          schema: str = SCHEMA_DIGEST, mode: str = "secret", nonce: bytes | None = None) -> bytes:
+    """A hello as this version sends it (`mode` "secret" gets a fresh nonce)."""
+    if nonce is None:
+        nonce = auth.new_nonce() if mode == "secret" else b""
+    return frame(msgpack.packb([HELLO_MAGIC, version, schema, cluster, node_id, mode, nonce], use_bin_type=True))
+
+
+def hello_v1(node_id: str, cluster: str = CLUSTER) -> bytes:
+    """The hello of protocol version 1 (no authentication): what an attacker replayed."""
+    return frame(msgpack.packb([HELLO_MAGIC, 1, SCHEMA_DIGEST, cluster, node_id], use_bin_type=True))
+
+
+def parse_hello(body: bytes) -> tuple[str, bytes]:
+    fields = msgpack.unpackb(body, raw=False)
+    assert fields[:4] == [HELLO_MAGIC, PROTOCOL_VERSION, SCHEMA_DIGEST, CLUSTER], fields
+    return fields[4], fields[6]
+
+
+async def read_plain_frame(reader: asyncio.StreamReader) -> bytes:
+    length = int.from_bytes(await reader.readexactly(4), "big")
+    return await reader.readexactly(length)
+
+
+async def handshake(port: int, node_id: str, secret: bytes = SECRET, listener: str = "n1",
+                    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, auth.FrameSealer]:
+    """Dial the listener on `port` as `node_id` and do the secret handshake the way a node
+    does (with runtime.transport.auth): a peer that holds the secret."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    nonce = auth.new_nonce()
+    writer.write(hello(node_id, nonce=nonce))
+    their_id, their_nonce = parse_hello(await read_plain_frame(reader))
+    assert their_id == listener
+    transcript = auth.transcript(PROTOCOL_VERSION, CLUSTER, node_id, listener, nonce, their_nonce)
+    writer.write(frame(auth.proof(secret, auth.DIALER, transcript)))
+    answer = await read_plain_frame(reader)
+    assert answer == auth.proof(secret, auth.LISTENER, transcript)
+    return reader, writer, auth.FrameSealer(auth.frame_key(secret, transcript))
+
+
+async def accept_handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener: str,
+                           secret: bytes = SECRET) -> tuple[str, auth.FrameOpener]:
+    """The listener's side of the secret handshake, for fake peers in tests."""
+    dialer, their_nonce = parse_hello(await read_plain_frame(reader))
+    nonce = auth.new_nonce()
+    writer.write(hello(listener, nonce=nonce))
+    transcript = auth.transcript(PROTOCOL_VERSION, CLUSTER, dialer, listener, their_nonce, nonce)
+    assert await read_plain_frame(reader) == auth.proof(secret, auth.DIALER, transcript)
+    writer.write(frame(auth.proof(secret, auth.LISTENER, transcript)))
+    return dialer, auth.FrameOpener(auth.frame_key(secret, transcript))
 
 
 async def closed_by_server(reader: asyncio.StreamReader) -> bool:
@@ -237,14 +300,35 @@ def test_a_dead_peer_blocks_neither_send_nor_other_peers_and_its_queue_is_bounde
     run(main())
 
 
+def test_the_queue_of_a_dead_peer_is_bounded_in_bytes_too() -> None:
+    """Far fewer than OUTBOUND_QUEUE frames, but large ones: the oldest go once the queue
+    holds OUTBOUND_QUEUE_BYTES, and they are counted in dropped()."""
+
+    async def main() -> None:
+        ports = dict(zip(["n1", "n2", "n3"], free_ports(3), strict=True))  # n3 never starts
+        n1, n2 = Node("n1", ports), Node("n2", ports)
+        big = append("n1", "n3", entries=4, size=2**20)  # a little over 4 MiB encoded
+        size = len(encode(big))
+        count = OUTBOUND_QUEUE_BYTES // size + 5
+        async with started(n1, n2):
+            for msg_id in range(count):
+                n1.transport.send(attrs.evolve(big, msg_id=msg_id))
+            assert n1.transport.dropped("n3") == count - OUTBOUND_QUEUE_BYTES // size
+            queue = n1.transport._peers["n3"].queue
+            assert n1.transport._peers["n3"].queued_bytes == sum(map(len, queue)) <= OUTBOUND_QUEUE_BYTES
+            assert len(queue) == OUTBOUND_QUEUE_BYTES // size  # the newest frames stay
+            await still_serves(n1, n2, msg_id=7)
+
+    run(main())
+
+
 def test_a_peer_that_stops_reading_does_not_block_the_others() -> None:
     async def main() -> None:
         ports = dict(zip(["n1", "n2", "n3"], free_ports(3), strict=True))
         accepted: list[asyncio.StreamWriter] = []
 
         async def stuck(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await reader.readexactly(len(hello("n1")))
-            writer.write(hello("n3"))  # a valid n3 that then never reads again
+            await accept_handshake(reader, writer, "n3")  # a valid n3 that then never reads again
             accepted.append(writer)
 
         server = await asyncio.start_server(stuck, "127.0.0.1", ports["n3"])
@@ -268,27 +352,66 @@ def test_a_peer_that_stops_reading_does_not_block_the_others() -> None:
 
 
 def _hostile_cases() -> Iterator[tuple[str, bytes, str]]:
-    """(case, bytes a client sends, reason the listener must log)."""
-    valid = hello("n2")
+    """Strangers: (case, bytes a client without the secret sends, reason the listener must log)."""
     yield "http garbage", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "frame length 1195725856 exceeds the limit of 4096 bytes"
     yield "garbage hello", frame(b"\xc1\xc1\xc1"), "handshake is not msgpack"
     yield "not a hello", frame(msgpack.packb(["hello", 1])), "not a raftfsm handshake"
     yield "wrong cluster id", hello("n2", cluster="other"), "wrong cluster id 'other' (this node is in 'test-cluster')"
     yield "unknown node id", hello("mallory"), "unknown node id 'mallory'"
-    yield "wrong protocol version", hello("n2", version=99), "protocol version 99 (this node speaks 1)"
+    yield "wrong protocol version", hello("n2", version=99), "protocol version 99 (this node speaks 2)"
+    yield "version 1 hello", hello_v1("n2"), "protocol version 1 (this node speaks 2)"
     yield "different spec", hello("n2", schema="0" * 16), "wire schema '0000000000000000' differs"
-    yield "oversized length", valid + (2**31).to_bytes(4, "big"), "frame length 2147483648 exceeds the limit of 1048576 bytes"
-    yield "garbage frame", valid + frame(b"\xc1garbage"), "invalid frame: not a msgpack frame: FormatError"
-    bad_kind = msgpack.unpackb(encode(append("n2", "n1")))
-    bad_kind[8][0][2] = 9
-    yield "wrong schema", valid + frame(msgpack.packb(bad_kind, use_bin_type=True)), \
-        "invalid frame: AppendEntries.entries[0].kind: 9 is not a valid EntryKind"
-    yield "forged sender", valid + frame(encode(reply("n3", "n1"))), "RequestVoteReply claims sender 'n3' on n2's connection"
-    yield "wrong receiver", valid + frame(encode(reply("n2", "n3"))), "RequestVoteReply is addressed to 'n3'"
-    yield "truncated frame", valid + (100).to_bytes(4, "big") + b"abc", "connection closed after 3 of the 100 bytes of a frame"
+    yield "no authentication", hello("n2", mode="none"), "it authenticates with 'none', this node requires 'secret'"
+    yield "short nonce", hello("n2", nonce=b"1234"), "the nonce must be 32 bytes"
+    yield "oversized hello", (2**31).to_bytes(4, "big"), "frame length 2147483648 exceeds the limit of 4096 bytes"
+    yield "guessed proof", hello("n2") + frame(bytes(32)), "bad proof: a different cluster secret, or not 'n2'"
+    yield "frames without a proof", hello("n2") + frame(encode(reply("n2", "n1"))), "bad proof"
+    yield "hello then nothing", hello("n2"), "it closed the connection before sending its proof"
 
 
 HOSTILE = list(_hostile_cases())
+
+
+def _insider_cases() -> Iterator[tuple[str, Callable[[auth.FrameSealer], bytes], str]]:
+    """A peer that holds the secret and completed the handshake, then misbehaves:
+    (case, what it sends given its frame sealer, reason the listener must log)."""
+    bad_kind = msgpack.unpackb(encode(append("n2", "n1")))
+    bad_kind[8][0][2] = 9
+    bad_kind_body = msgpack.packb(bad_kind, use_bin_type=True)
+    yield "oversized length", lambda s: auth.FRAME_HEADER.pack(2**31, 0) + bytes(auth.MAC_BYTES), \
+        "frame length 2147483648 exceeds the limit of 1048576 bytes"
+    yield "garbage frame", lambda s: s.seal(b"\xc1garbage"), "invalid frame: not a msgpack frame: FormatError"
+    yield "wrong schema", lambda s: s.seal(bad_kind_body), \
+        "invalid frame: AppendEntries.entries[0].kind: 9 is not a valid EntryKind"
+    yield "forged sender", lambda s: s.seal(encode(reply("n3", "n1"))), \
+        "RequestVoteReply claims sender 'n3' on n2's connection"
+    yield "wrong receiver", lambda s: s.seal(encode(reply("n2", "n3"))), "RequestVoteReply is addressed to 'n3'"
+    yield "truncated frame", lambda s: s.seal(bytes(100))[:-97], "connection closed after 3 of the 100 bytes of a frame"
+    yield "unsealed frames", lambda s: 2 * frame(encode(append("n2", "n1"))), "bad MAC on frame 0"
+    yield "tampered frame", lambda s: s.seal(encode(reply("n2", "n1")))[:-1] + b"\xff", "bad MAC on frame 0"
+    yield "replayed frame", lambda s: 2 * s.seal(encode(reply("n2", "n1", msg_id=555))), \
+        "replayed or reordered frame: sequence 0, expected 1"
+
+
+INSIDER = list(_insider_cases())
+
+
+async def _expect_one_warning(listener: Node, good: Node, reader: asyncio.StreamReader,
+                              writer: asyncio.StreamWriter, data: bytes, reason: str, *, eof: bool) -> None:
+    client = f"127.0.0.1:{writer.get_extra_info('sockname')[1]}"
+    writer.write(data)
+    if eof:
+        writer.write_eof()  # the client gives up mid-frame
+    await writer.drain()
+    assert await asyncio.wait_for(closed_by_server(reader), 5)
+    writer.close()
+    await until(lambda: bool(listener.log.warnings(client)), what="the log line")
+    lines = listener.log.warnings(client)
+    assert len(lines) == 1, lines
+    assert reason in lines[0], lines
+    assert lines[0].startswith(f"{listener.node_id}: closed connection from {client}")
+    await still_serves(good, listener, msg_id=99)
+    assert len(listener.log.warnings(client)) == 1
 
 
 @pytest.mark.parametrize(("data", "reason"), [c[1:] for c in HOSTILE], ids=[c[0] for c in HOSTILE])
@@ -296,23 +419,27 @@ def test_bad_input_is_logged_once_closed_and_the_listener_keeps_serving(data: by
     async def main() -> None:
         ports = dict(zip(["n1", "n2", "n3"], free_ports(3), strict=True))
         n1, n2 = Node("n1", ports), Node("n2", ports)
-        n1.transport.max_frame = 2**20
         async with started(n1, n2):
             reader, writer = await asyncio.open_connection("127.0.0.1", n1.port)
-            client = f"127.0.0.1:{writer.get_extra_info('sockname')[1]}"
-            writer.write(data)
-            if reason.startswith("connection closed after"):
-                writer.write_eof()  # the client gives up mid-frame
-            await writer.drain()
-            assert await asyncio.wait_for(closed_by_server(reader), 5)
-            writer.close()
-            await until(lambda: bool(n1.log.warnings(client)), what="the log line")
-            lines = n1.log.warnings(client)
-            assert len(lines) == 1, lines
-            assert reason in lines[0]
-            assert lines[0].startswith(f"n1: closed connection from {client}")
-            await still_serves(n2, n1, msg_id=99)
-            assert len(n1.log.warnings(client)) == 1
+            await _expect_one_warning(n1, n2, reader, writer, data, reason, eof=True)
+            assert [m.msg_id for m in n1.inbox if m.msg_id != 99] == []
+
+    run(main())
+
+
+@pytest.mark.parametrize(("case", "make", "reason"), INSIDER, ids=[c[0] for c in INSIDER])
+def test_bad_frames_from_an_authenticated_peer_are_logged_once_and_closed(
+    case: str, make: Callable[[auth.FrameSealer], bytes], reason: str
+) -> None:
+    async def main() -> None:
+        ports = dict(zip(["n1", "n2", "n3"], free_ports(3), strict=True))
+        n1, n3 = Node("n1", ports), Node("n3", ports)
+        n1.transport.max_frame = 2**20
+        async with started(n1, n3):
+            reader, writer, sealer = await handshake(n1.port, "n2")
+            await _expect_one_warning(n1, n3, reader, writer, make(sealer), reason, eof=True)
+            # only the first copy of the replayed frame got through; nothing of the others
+            assert n1.received(sender="n2") == ([reply("n2", "n1", msg_id=555)] if case == "replayed frame" else [])
 
     run(main())
 
@@ -369,9 +496,9 @@ def test_sending_is_checked_for_our_own_mistakes() -> None:
 
 def test_plain_tcp_refuses_non_loopback_addresses_unless_told_insecure() -> None:
     with pytest.raises(ValueError, match="without TLS"):
-        TcpTransport("n1", CLUSTER, ("0.0.0.0", 0), {}, lambda m: None)
-    TcpTransport("n1", CLUSTER, ("0.0.0.0", 0), {}, lambda m: None, insecure=True)
-    TcpTransport("n1", CLUSTER, ("::1", 0), {}, lambda m: None)
+        TcpTransport("n1", CLUSTER, ("0.0.0.0", 0), {}, lambda m: None, secret=SECRET)
+    TcpTransport("n1", CLUSTER, ("0.0.0.0", 0), {}, lambda m: None, secret=SECRET, insecure=True)
+    TcpTransport("n1", CLUSTER, ("::1", 0), {}, lambda m: None, secret=SECRET)
 
 
 # ------------------------------------------------------------------ mutual TLS
@@ -470,7 +597,7 @@ def test_tls_clients_without_a_valid_certificate_are_logged_once_and_closed(
             reader, writer = await asyncio.open_connection("127.0.0.1", n1.port, ssl=context)
             address = f"127.0.0.1:{writer.get_extra_info('sockname')[1]}"
             try:
-                writer.write(hello("n2"))  # claims n2 whatever its certificate says
+                writer.write(hello("n2", mode="tls"))  # claims n2 whatever its certificate says
                 await writer.drain()
             except (ConnectionError, ssl.SSLError):
                 pass
@@ -480,5 +607,29 @@ def test_tls_clients_without_a_valid_certificate_are_logged_once_and_closed(
             lines = n1.log.warnings(address)
             assert len(lines) == 1 and reason in lines[0], lines
             await still_serves(n2, n1, msg_id=3)
+
+    run(main())
+
+
+def test_a_tls_listener_whose_certificate_names_another_node_is_refused_by_the_dialer(
+    certs: dict[str, TlsConfig]
+) -> None:
+    """n3's valid certificate on n2's address, saying "n2" in its hello: n1 does not send to it."""
+
+    async def main() -> None:
+        ports = dict(zip(["n1", "n2"], free_ports(2), strict=True))
+        n1 = Node("n1", ports, certs)
+        impostor_log, _ = captured_logger()
+        impostor = TcpTransport("n2", CLUSTER, ("127.0.0.1", ports["n2"]), {"n1": ("127.0.0.1", ports["n1"])},
+                                lambda m: None, tls=certs["n3"], logger=impostor_log)
+        await impostor.start()
+        try:
+            async with started(n1):
+                n1.transport.send(reply("n1", "n2", msg_id=4))
+                await until(lambda: bool(n1.log.warnings("cannot reach n2")), what="n1's warning")
+                line, = n1.log.warnings("cannot reach n2")
+                assert "says it is 'n2' but its certificate names ['n3']" in line, line
+        finally:
+            await impostor.stop()
 
     run(main())

@@ -45,6 +45,7 @@ COMMANDS: dict[str, tuple[Command, str]] = {
     "status": (lambda args, rest: clustercli.run_status(args), "print each node's role, term, leader and indexes"),
     "kv": (lambda args, rest: clustercli.run_kv(args), "put/get/del/cas against a cluster's HTTP API"),
     "certs": (lambda args, rest: clustercli.run_certs(args), "write a development CA and node certificates"),
+    "secret": (lambda args, rest: clustercli.run_secret(args), "write a random cluster secret (for --secret-file)"),
     "sim": (_sim, "run the deterministic simulator over many seeds with a fault nemesis"),
 }
 
@@ -54,6 +55,7 @@ ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "status": clustercli.add_status_arguments,
     "kv": clustercli.add_kv_arguments,
     "certs": clustercli.add_certs_arguments,
+    "secret": clustercli.add_secret_arguments,
     "sim": simcli.add_arguments,
 }
 

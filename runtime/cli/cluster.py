@@ -1,4 +1,4 @@
-"""`raftfsm cluster | status | certs | kv`: run a local cluster and talk to one over HTTP."""
+"""`raftfsm cluster | status | certs | secret | kv`: run a local cluster and talk to one over HTTP."""
 
 from __future__ import annotations
 
@@ -37,10 +37,11 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--http-base-port", type=int, default=8001,
                         help="HTTP port of n1; n2 gets the next (default 8001)")
     parser.add_argument("--data-dir", metavar="DIR",
-                        help="keep data, logs and certificates here (default: a temporary directory, "
-                             "removed on exit); an existing DIR restarts the cluster it holds")
+                        help="keep data, logs and the cluster secret or certificates here (default: a temporary "
+                             "directory, removed on exit); an existing DIR restarts the cluster it holds")
     parser.add_argument("--tls", action="store_true",
-                        help="mutual TLS between nodes, with development certificates made in DIR/certs")
+                        help="mutual TLS between nodes, with development certificates made in DIR/certs "
+                             "(default: plain TCP authenticated by a random cluster secret made in DIR/secret)")
     parser.add_argument("--no-fsync", action="store_true", help="pass --no-fsync to every node (tests only)")
 
 
@@ -65,7 +66,7 @@ def run_cluster(args: argparse.Namespace) -> int:
             print(f"{node_id:<6} {cluster.raft_addresses[node_id]:<22} {cluster.http_url(node_id):<22} "
                   f"{cluster.processes[node_id].pid}")
         print(f"data and logs: {base}{' (temporary)' if temporary else ''}"
-              f"{'; mutual TLS between nodes' if args.tls else ''}")
+              f"; {'mutual TLS between nodes' if args.tls else f'cluster secret in {cluster.secret_file}'}")
         try:
             cluster.wait_until_serving(timeout=15.0)
             leader = cluster.wait_for_leader(timeout=15.0, agreed=True)
@@ -154,6 +155,28 @@ def run_certs(args: argparse.Namespace) -> int:
     for node_id, config in configs.items():
         print(f"{node_id}: --tls-ca {config.ca_file} --tls-cert {config.cert_file} --tls-key {config.key_file}")
     print("development certificates only: keep ca.key private, use your own PKI in production")
+    return 0
+
+
+# -- raftfsm secret ------------------------------------------------------------------------------
+def add_secret_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, metavar="FILE",
+                        help="the file to create (mode 0600; an existing file is never overwritten)")
+
+
+def run_secret(args: argparse.Namespace) -> int:
+    from runtime.transport.auth import write_secret
+
+    try:
+        path = write_secret(args.out)
+    except FileExistsError:
+        print(f"raftfsm secret: {args.out} exists; not overwriting it", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"raftfsm secret: cannot create {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    print(f"wrote a random cluster secret to {path} (mode 0600): copy it to every node, keep it private, "
+          f"and give each node --secret-file {path}")
     return 0
 
 

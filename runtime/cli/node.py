@@ -21,6 +21,7 @@ from runtime.kv import KVCommand, KVResult, KVStateMachine
 from runtime.server import RaftServer
 from runtime.storage.base import StorageError
 from runtime.storage.sqlite import SqliteStorage
+from runtime.transport.auth import SecretError, load_secret
 from runtime.transport.tcp import TlsConfig
 
 log = logging.getLogger("raftfsm.node")
@@ -77,8 +78,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-ca", metavar="FILE", help="CA certificate (PEM) for mutual TLS between nodes")
     parser.add_argument("--tls-cert", metavar="FILE", help="this node's certificate (PEM)")
     parser.add_argument("--tls-key", metavar="FILE", help="this node's private key (PEM)")
+    parser.add_argument("--secret-file", metavar="FILE",
+                        help="the cluster secret shared by every node (at least 16 bytes; the file must not be "
+                             "accessible by group/others; `raftfsm secret --out FILE` makes one): peers prove they "
+                             "know it and every Raft frame is MACed. Give this or the --tls-* files")
     parser.add_argument("--insecure", action="store_true",
-                        help="allow plain TCP between nodes on a non-loopback address")
+                        help="allow --secret-file (authenticated, but unencrypted) Raft traffic on a non-loopback "
+                             "address; peers are always authenticated, this only waives encryption")
     parser.add_argument("--no-fsync", action="store_true",
                         help="do not fsync (a power cut may lose acknowledged writes; tests only)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
@@ -122,10 +128,21 @@ class NodeOptions:
         if any(tls_files) and not all(tls_files):
             raise UsageError("--tls-ca, --tls-cert and --tls-key go together")
         self.tls = TlsConfig(args.tls_ca, args.tls_cert, args.tls_key) if all(tls_files) else None
+        if self.tls is None and not args.secret_file:
+            raise UsageError("peers must authenticate: give --secret-file FILE (the cluster secret; "
+                             "`raftfsm secret --out FILE` makes one) or --tls-ca/--tls-cert/--tls-key")
+        if self.tls is not None and args.secret_file:
+            raise UsageError("give either --secret-file or the --tls-* files, not both")
+        self.secret: bytes | None = None
+        if args.secret_file:
+            try:
+                self.secret = load_secret(args.secret_file)
+            except SecretError as exc:
+                raise UsageError(str(exc)) from None
         self.insecure: bool = args.insecure
         if self.tls is None and not self.insecure and not _is_loopback(self.listen[0]):
-            raise UsageError(f"refusing to listen on {self.listen[0]} without TLS (anyone who can reach it could "
-                             "forge Raft messages): give --tls-ca/--tls-cert/--tls-key, or --insecure")
+            raise UsageError(f"refusing to listen on {self.listen[0]} without TLS (the cluster secret authenticates "
+                             "peers but does not encrypt): give --tls-ca/--tls-cert/--tls-key, or --insecure")
         self.fsync = not args.no_fsync
 
 
@@ -136,7 +153,7 @@ async def serve(options: NodeOptions, stop: asyncio.Event) -> None:
     try:
         server: RaftServer[KVCommand, KVResult] = RaftServer(
             options.node_id, options.peers, KVStateMachine(), storage,
-            cluster_id=options.cluster_id, tls=options.tls, insecure=options.insecure,
+            cluster_id=options.cluster_id, tls=options.tls, secret=options.secret, insecure=options.insecure,
             client_addresses={pid: format_address(a) for pid, a in options.peers_http.items()},
         )
     except BaseException:
@@ -151,7 +168,8 @@ async def serve(options: NodeOptions, stop: asyncio.Event) -> None:
     try:
         await api.start(*options.http)
         log.info("node %s: raft %s, http %s, data %s, %s", options.node_id, format_address(options.listen),
-                 format_address(options.http), options.data_dir, "mutual TLS" if options.tls else "plain TCP")
+                 format_address(options.http), options.data_dir,
+                 "mutual TLS" if options.tls else "plain TCP authenticated by the cluster secret")
         await stop.wait()
         log.info("node %s: stopping", options.node_id)
     finally:

@@ -1,22 +1,32 @@
 """Raft messages between processes: length-prefixed msgpack frames over asyncio TCP,
-optionally inside mutual TLS.
+authenticated either by mutual TLS or by a shared cluster secret.
 
 Each node dials one outbound connection per peer and only writes on it; it only reads
 on the connections peers dial to it. One direction per connection means no request
 matching and no races over who owns a socket: a lost connection is simply re-dialled.
 
 Every connection opens with a hello frame each way (protocol version, wire-schema
-digest, cluster id, node id). A listener only accepts nodes it knows, from its own
-cluster, and afterwards only messages whose ``sender`` is the node that said hello (and,
-under TLS, whose certificate names that node). Anything else — garbage, an oversized
-length, a frame the schema rejects — is logged once and the connection closed; the
-node keeps serving everyone else.
+digest, cluster id, node id, authentication mode, a fresh nonce). A listener only
+accepts nodes it knows, from its own cluster, that authenticate as the node they claim
+to be: under TLS, the verified certificate must name it; with the cluster secret, the
+dialer then sends an HMAC proof bound to the cluster, both ids, both nonces and its role,
+and the listener answers with its own (runtime/transport/auth.py). After that, each
+frame carries a sequence number and a MAC under a key derived from the same transcript,
+so nothing can be injected, altered, replayed, reordered or cut from the middle. Only
+an authenticated connection replaces an older one from the same node. Afterwards only
+messages whose ``sender`` is that node are delivered. Anything else — garbage, a wrong
+proof or MAC, an oversized length, a frame the schema rejects — is logged once and the
+connection closed; the node keeps serving everyone else.
+
+``insecure_no_auth=True`` (tests only) skips authentication altogether and says so in a
+WARNING when the transport starts: then anyone who can reach the port speaks for any node.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import ipaddress
 import logging
 import random
@@ -31,28 +41,37 @@ import msgpack
 
 from generated.raft_fsm import WireMessage
 from runtime.codec import SCHEMA_DIGEST, FrameError, decode, encode
+from runtime.transport import auth
 from runtime.transport.base import OnMessage
 
-__all__ = ["PROTOCOL_VERSION", "TcpTransport", "TlsConfig"]
+__all__ = ["OUTBOUND_QUEUE", "OUTBOUND_QUEUE_BYTES", "PROTOCOL_VERSION", "TcpTransport", "TlsConfig"]
 
-PROTOCOL_VERSION: Final = 1
-"""Version of the framing and handshake (the message layout has SCHEMA_DIGEST)."""
+PROTOCOL_VERSION: Final = 2
+"""Version of the framing and handshake (the message layout has SCHEMA_DIGEST).
+2: authentication mode and nonce in the hello, secret proofs, MACed frames."""
 HELLO_MAGIC: Final = "raftfsm"
 MAX_HELLO: Final = 4096
 """A hello is a few dozen bytes; anything larger is not one, whatever max_frame says."""
 HANDSHAKE_TIMEOUT: Final = 5.0
-"""A connection that does not finish TLS + hello in this time is closed, so idle sockets
-cannot pile up on a listener."""
+"""A connection that does not finish TLS + hello + proofs in this time is closed, so idle
+sockets cannot pile up on a listener."""
 CONNECT_TIMEOUT: Final = 5.0
 OUTBOUND_QUEUE: Final = 1024
 """Frames waiting per peer; past this the oldest go first — they are the stalest, and
 Raft re-sends what still matters."""
+OUTBOUND_QUEUE_BYTES: Final = 64 * 2**20
+"""Bytes of frames waiting per peer; past this too the oldest go first (a peer that is
+down must not make us hold 1,024 frames of up to max_frame each)."""
 WRITE_BATCH_BYTES: Final = 1 << 20
 """At most about this much is handed to the socket before waiting for it to drain."""
 BACKOFF_MIN: Final = 0.05
 BACKOFF_MAX: Final = 2.0
 
 _HEADER: Final = struct.Struct(">I")
+_SEALED_HEADER: Final = auth.FRAME_HEADER.size + auth.MAC_BYTES
+
+AuthMode = str
+"""What a hello says about how the node authenticates: "tls", "secret" or "none"."""
 
 
 @attrs.frozen
@@ -89,6 +108,8 @@ class _Rejected(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.claimed: str | None = None
+        """The node id the peer's hello claimed, if it got that far."""
 
 
 class _Peer:
@@ -98,7 +119,9 @@ class _Peer:
     def __init__(self, node_id: str, address: tuple[str, int]) -> None:
         self.node_id = node_id
         self.address = address
-        self.queue: deque[bytes] = deque(maxlen=OUTBOUND_QUEUE)
+        self.queue: deque[bytes] = deque()
+        """Encoded message bodies; framing (and the MAC) is added per connection."""
+        self.queued_bytes = 0
         self.wakeup = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.dropped = 0
@@ -156,15 +179,32 @@ class TcpTransport:
         on_message: OnMessage,
         *,
         tls: TlsConfig | None = None,
+        secret: bytes | None = None,
         insecure: bool = False,
+        insecure_no_auth: bool = False,
         max_frame: int = 16 * 2**20,
         logger: logging.Logger | None = None,
     ) -> None:
+        """Exactly one of `tls` (mutual TLS) or `secret` (the cluster secret, at least 16
+        bytes, shared by every node) authenticates peers; `insecure_no_auth=True` instead
+        turns authentication off, for tests only. `insecure=True` allows a non-TLS
+        listener on a non-loopback address (secret-authenticated, but not encrypted)."""
+        given = [name for name, value in (("tls", tls is not None), ("secret", secret is not None),
+                                          ("insecure_no_auth", insecure_no_auth)) if value]
+        if not given:
+            raise ValueError(
+                "peers must authenticate: give secret=<cluster secret bytes> or tls=TlsConfig(...) "
+                "(insecure_no_auth=True turns authentication off, for tests only)"
+            )
+        if len(given) > 1:
+            raise ValueError(f"give one of tls=, secret= or insecure_no_auth=, not {' and '.join(given)}")
         if tls is None and not insecure and not _is_loopback(listen[0]):
             raise ValueError(
-                f"refusing to listen on {listen[0]} without TLS: anyone who can reach it could "
-                "forge Raft messages; give tls=TlsConfig(...) or insecure=True"
+                f"refusing to listen on {listen[0]} without TLS: the cluster secret authenticates peers but "
+                "does not encrypt; give tls=TlsConfig(...), or insecure=True to accept that"
             )
+        self._secret = auth.check_secret(secret) if secret is not None else None
+        self._auth: AuthMode = "tls" if tls is not None else "secret" if secret is not None else "none"
         self.node_id = node_id
         self.cluster_id = cluster_id
         self.max_frame = max_frame
@@ -180,10 +220,13 @@ class TcpTransport:
         self._inbound_by_node: dict[str, asyncio.Task[Any]] = {}
         self._unknown_receivers: set[str] = set()
         self._stopped = False
-        body = msgpack.packb(
-            [HELLO_MAGIC, PROTOCOL_VERSION, SCHEMA_DIGEST, cluster_id, node_id], use_bin_type=True
+
+    def _hello(self, nonce: bytes) -> bytes:
+        body: bytes = msgpack.packb(
+            [HELLO_MAGIC, PROTOCOL_VERSION, SCHEMA_DIGEST, self.cluster_id, self.node_id, self._auth, nonce],
+            use_bin_type=True,
         )
-        self._hello = _HEADER.pack(len(body)) + body
+        return _HEADER.pack(len(body)) + body
 
     @property
     def address(self) -> tuple[str, int]:
@@ -194,14 +237,21 @@ class TcpTransport:
         return host, port
 
     def dropped(self, peer_id: str) -> int:
-        """Frames for `peer_id` discarded because its queue was full."""
+        """Frames for `peer_id` discarded because its queue was full (OUTBOUND_QUEUE frames
+        or OUTBOUND_QUEUE_BYTES bytes)."""
         return self._peers[peer_id].dropped
 
     async def start(self) -> None:
-        if self._server_context is None and not _is_loopback(self._listen[0]):
+        if self._auth == "none":
             self._log.warning(
-                "%s: listening on %s:%s WITHOUT TLS (insecure=True): any host that can reach it "
-                "can forge Raft messages", self.node_id, *self._listen,
+                "%s: Raft connections on %s:%s are NOT AUTHENTICATED (insecure_no_auth=True, for tests only): "
+                "anyone who can reach the port can forge Raft messages and cut peers off",
+                self.node_id, *self._listen,
+            )
+        elif self._server_context is None and not _is_loopback(self._listen[0]):
+            self._log.warning(
+                "%s: listening on %s:%s WITHOUT TLS (insecure=True): peers are authenticated by the cluster "
+                "secret, but anyone on the path can read the replicated commands", self.node_id, *self._listen,
             )
         self._server = await asyncio.start_server(self._serve, self._listen[0], self._listen[1])
         # Dial every peer now, even with nothing to send: our hello tells a peer that was
@@ -231,9 +281,12 @@ class TcpTransport:
             raise FrameError(
                 f"{type(message).__name__} encodes to {len(body)} bytes, over max_frame {self.max_frame}"
             )
-        if len(peer.queue) == OUTBOUND_QUEUE:
+        queue = peer.queue
+        queue.append(body)
+        peer.queued_bytes += len(body)
+        while queue and (len(queue) > OUTBOUND_QUEUE or peer.queued_bytes > OUTBOUND_QUEUE_BYTES):
+            peer.queued_bytes -= len(queue.popleft())
             peer.dropped += 1
-        peer.queue.append(_HEADER.pack(len(body)) + body)
         peer.wakeup.set()
         if peer.task is None or peer.task.done():
             peer.task = asyncio.get_running_loop().create_task(
@@ -257,7 +310,7 @@ class TcpTransport:
     # ------------------------------------------------------------------ framing
 
     async def _read_frame(self, reader: asyncio.StreamReader, limit: int) -> bytes | None:
-        """The next frame body, or None at a clean end of stream."""
+        """The next plain frame body, or None at a clean end of stream."""
         try:
             header = await reader.readexactly(_HEADER.size)
         except asyncio.IncompleteReadError as exc:
@@ -274,27 +327,67 @@ class TcpTransport:
                 f"connection closed after {len(exc.partial)} of the {length} bytes of a frame"
             ) from None
 
-    def _parse_hello(self, body: bytes) -> str:
-        """The node id in a hello; everything else in it must match this node."""
+    async def _read_sealed(self, reader: asyncio.StreamReader, opener: auth.FrameOpener) -> bytes | None:
+        """The next authenticated frame body (MAC and sequence number checked), or None at
+        a clean end of stream."""
+        try:
+            header = await reader.readexactly(_SEALED_HEADER)
+        except asyncio.IncompleteReadError as exc:
+            if not exc.partial:
+                return None
+            raise _Rejected("connection closed inside a frame header") from None
+        length, _ = auth.FRAME_HEADER.unpack_from(header)
+        if length > self.max_frame:
+            raise _Rejected(f"frame length {length} exceeds the limit of {self.max_frame} bytes")
+        try:
+            body = await reader.readexactly(length)
+        except asyncio.IncompleteReadError as exc:
+            raise _Rejected(
+                f"connection closed after {len(exc.partial)} of the {length} bytes of a frame"
+            ) from None
+        try:
+            opener.check(header, body)
+        except auth.BadFrame as exc:
+            raise _Rejected(exc.reason) from None
+        return body
+
+    def _parse_hello(self, body: bytes) -> tuple[str, bytes]:
+        """The node id and nonce in a hello; everything else in it must match this node."""
         try:
             hello = msgpack.unpackb(body, raw=False, strict_map_key=True, use_list=False)
         except (ValueError, msgpack.UnpackException) as exc:
             raise _Rejected(f"handshake is not msgpack ({type(exc).__name__}: {exc})") from None
-        if type(hello) is not tuple or len(hello) != 5 or hello[0] != HELLO_MAGIC:
+        if type(hello) is not tuple or len(hello) < 2 or hello[0] != HELLO_MAGIC:
             raise _Rejected(f"not a raftfsm handshake: {hello!r:.60}")
-        _, version, schema, cluster_id, node_id = hello
+        try:
+            return self._check_hello(hello)
+        except _Rejected as exc:
+            if len(hello) >= 5 and type(hello[4]) is str:  # the id is at 4 in every version so far
+                exc.claimed = hello[4]
+            raise
+
+    def _check_hello(self, hello: tuple[Any, ...]) -> tuple[str, bytes]:
+        version = hello[1]
         if type(version) is not int or version != PROTOCOL_VERSION:
-            raise _Rejected(f"protocol version {version!r} (this node speaks {PROTOCOL_VERSION})")
+            raise _Rejected(f"protocol version {version!r:.20} (this node speaks {PROTOCOL_VERSION})")
+        if len(hello) != 7:
+            raise _Rejected(f"not a raftfsm handshake: {hello!r:.60}")
+        _, _, schema, cluster_id, node_id, mode, nonce = hello
         if schema != SCHEMA_DIGEST:
             raise _Rejected(
-                f"wire schema {schema!r} differs from this node's {SCHEMA_DIGEST!r} "
+                f"wire schema {schema!r:.40} differs from this node's {SCHEMA_DIGEST!r} "
                 "(built from a different fsm_spec)"
             )
         if cluster_id != self.cluster_id:
-            raise _Rejected(f"wrong cluster id {cluster_id!r} (this node is in {self.cluster_id!r})")
+            raise _Rejected(f"wrong cluster id {cluster_id!r:.60} (this node is in {self.cluster_id!r})")
         if type(node_id) is not str:
             raise _Rejected(f"node id must be a string, got {node_id!r:.40}")
-        return node_id
+        if mode != self._auth:
+            raise _Rejected(f"it authenticates with {mode!r:.20}, this node requires {self._auth!r}")
+        expected = auth.NONCE_BYTES if self._auth == "secret" else 0
+        if type(nonce) is not bytes or len(nonce) != expected:
+            raise _Rejected(f"the nonce must be {expected} bytes, got {nonce!r:.40}")
+        return node_id, nonce
 
     def _check_certificate(self, writer: asyncio.StreamWriter, node_id: str) -> None:
         if self._server_context is None:
@@ -313,34 +406,43 @@ class TcpTransport:
             return
         self._inbound.add(task)
         where = _where(writer)
-        node_id: str | None = None
+        claimed: str | None = None  # the id in its hello, before it is proven
+        node_id: str | None = None  # the id it authenticated as
         try:
             if self._server_context is not None:
                 try:
                     await writer.start_tls(self._server_context, ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
                 except (ssl.SSLError, OSError, TimeoutError) as exc:
                     raise _Rejected(f"TLS handshake failed: {exc}") from None
+            opener: auth.FrameOpener | None = None
             try:
                 async with asyncio.timeout(HANDSHAKE_TIMEOUT):
                     body = await self._read_frame(reader, MAX_HELLO)
+                    if body is None:
+                        return
+                    claimed, nonce = self._parse_hello(body)
+                    if claimed not in self._peers:
+                        raise _Rejected(f"unknown node id {claimed!r:.60}")
+                    self._check_certificate(writer, claimed)
+                    own_nonce = auth.new_nonce() if self._secret is not None else b""
+                    writer.write(self._hello(own_nonce))
+                    await writer.drain()
+                    if self._secret is not None:
+                        opener = await self._verify_dialer(reader, writer, claimed, nonce, own_nonce)
             except TimeoutError:
-                raise _Rejected(f"no handshake within {HANDSHAKE_TIMEOUT:g} s") from None
-            if body is None:
-                return
-            node_id = self._parse_hello(body)
-            if node_id not in self._peers:
-                raise _Rejected(f"unknown node id {node_id!r}")
-            self._check_certificate(writer, node_id)
-            writer.write(self._hello)
-            await writer.drain()
+                raise _Rejected(f"handshake not completed within {HANDSHAKE_TIMEOUT:g} s") from None
+            # Authenticated (certificate, secret proof, or — insecure_no_auth — nothing to check).
+            # Only now may this connection replace an older one from the same node.
+            node_id = claimed
             previous = self._inbound_by_node.get(node_id)
             if previous is not None:
                 previous.cancel()  # the peer re-dialled; its old connection is dead to it
             self._inbound_by_node[node_id] = task
             self._peers[node_id].back.set()
-            await self._receive(reader, node_id)
+            await self._receive(reader, node_id, opener)
         except _Rejected as exc:
-            who = f" ({node_id})" if node_id else ""
+            claimed = claimed or exc.claimed
+            who = f" ({node_id})" if node_id else f" (says it is {claimed!r:.60})" if claimed else ""
             self._log.warning("%s: closed connection from %s%s: %s", self.node_id, where, who, exc.reason)
         except (OSError, EOFError) as exc:
             self._log.debug("%s: connection from %s lost: %r", self.node_id, where, exc)
@@ -354,9 +456,28 @@ class TcpTransport:
                 del self._inbound_by_node[node_id]
             await _close(writer)
 
-    async def _receive(self, reader: asyncio.StreamReader, node_id: str) -> None:
+    async def _verify_dialer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, claimed: str,
+                             nonce: bytes, own_nonce: bytes) -> auth.FrameOpener:
+        """Secret mode, listener side: the dialer proves first (so a stranger who connects
+        learns nothing computed from the secret), then we prove ourselves."""
+        assert self._secret is not None
+        transcript = auth.transcript(PROTOCOL_VERSION, self.cluster_id, claimed, self.node_id, nonce, own_nonce)
+        body = await self._read_frame(reader, MAX_HELLO)
+        if body is None:
+            raise _Rejected("it closed the connection before sending its proof (its log says why)")
+        if not hmac.compare_digest(body, auth.proof(self._secret, auth.DIALER, transcript)):
+            raise _Rejected(f"bad proof: a different cluster secret, or not {claimed!r:.60}")
+        answer = auth.proof(self._secret, auth.LISTENER, transcript)
+        writer.write(_HEADER.pack(len(answer)) + answer)
+        await writer.drain()
+        return auth.FrameOpener(auth.frame_key(self._secret, transcript))
+
+    async def _receive(self, reader: asyncio.StreamReader, node_id: str, opener: auth.FrameOpener | None) -> None:
         while True:
-            body = await self._read_frame(reader, self.max_frame)
+            if opener is not None:
+                body = await self._read_sealed(reader, opener)
+            else:
+                body = await self._read_frame(reader, self.max_frame)
             if body is None:
                 return
             try:
@@ -383,12 +504,14 @@ class TcpTransport:
         warned = False
         while not self._stopped:
             try:
-                reader, writer = await self._dial(peer)
+                reader, writer, sealer = await self._dial(peer)
             except (_Rejected, OSError, TimeoutError, EOFError) as exc:
+                rejected = isinstance(exc, _Rejected)
                 reason = exc.reason if isinstance(exc, _Rejected) else repr(exc)
                 # warn once per outage, and only once something is waiting to go there
-                # (links are dialled eagerly at start, before the peers may be up)
-                level = logging.WARNING if peer.queue and not warned else logging.DEBUG
+                # (links are dialled eagerly at start, before the peers may be up) or the
+                # peer answered but the handshake failed (a misconfiguration or an impostor)
+                level = logging.WARNING if (peer.queue or rejected) and not warned else logging.DEBUG
                 warned = warned or level == logging.WARNING
                 self._log.log(level, "%s: cannot reach %s at %s:%s: %s (retrying)",
                               self.node_id, peer.node_id, *peer.address, reason)
@@ -399,10 +522,11 @@ class TcpTransport:
                 continue
             if warned:
                 self._log.info("%s: reached %s again", self.node_id, peer.node_id)
+            self._log.debug("%s: connected to %s at %s:%s (%s)", self.node_id, peer.node_id, *peer.address, self._auth)
             warned = False
             opened = time.monotonic()
             try:
-                await self._pump(peer, reader, writer)
+                await self._pump(peer, reader, writer, sealer)
             except (_Rejected, OSError) as exc:
                 self._log.debug("%s: link to %s lost: %r", self.node_id, peer.node_id, exc)
             finally:
@@ -424,7 +548,9 @@ class TcpTransport:
             return False
         return True
 
-    async def _dial(self, peer: _Peer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def _dial(
+        self, peer: _Peer
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, auth.FrameSealer | None]:
         host, port = peer.address
         # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
         # races with a failed connect, and stop() would wait for ever.
@@ -433,25 +559,50 @@ class TcpTransport:
                 host, port, ssl=self._client_context,
                 ssl_handshake_timeout=HANDSHAKE_TIMEOUT if self._client_context else None,
             )
+        sealer: auth.FrameSealer | None = None
         try:
-            writer.write(self._hello)
-            await writer.drain()
-            async with asyncio.timeout(HANDSHAKE_TIMEOUT):
-                body = await self._read_frame(reader, MAX_HELLO)
-            if body is None:
-                raise _Rejected("it closed the connection during the handshake (its log says why)")
-            node_id = self._parse_hello(body)
-            if node_id != peer.node_id:
-                raise _Rejected(f"expected node {peer.node_id!r} there, found {node_id!r}")
-            self._check_certificate(writer, node_id)
+            try:
+                async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+                    own_nonce = auth.new_nonce() if self._secret is not None else b""
+                    writer.write(self._hello(own_nonce))
+                    await writer.drain()
+                    body = await self._read_frame(reader, MAX_HELLO)
+                    if body is None:
+                        raise _Rejected("it closed the connection during the handshake (its log says why)")
+                    node_id, nonce = self._parse_hello(body)
+                    if node_id != peer.node_id:
+                        raise _Rejected(f"expected node {peer.node_id!r} there, found {node_id!r:.60}")
+                    self._check_certificate(writer, node_id)
+                    if self._secret is not None:
+                        sealer = await self._prove_to_listener(reader, writer, peer.node_id, own_nonce, nonce)
+            except TimeoutError:
+                raise _Rejected(f"handshake not completed within {HANDSHAKE_TIMEOUT:g} s") from None
         except BaseException:
             writer.transport.abort()
             raise
-        return reader, writer
+        return reader, writer, sealer
 
-    async def _pump(self, peer: _Peer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _prove_to_listener(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener: str,
+                                 own_nonce: bytes, nonce: bytes) -> auth.FrameSealer:
+        """Secret mode, dialer side: send our proof, check the listener's."""
+        assert self._secret is not None
+        transcript = auth.transcript(PROTOCOL_VERSION, self.cluster_id, self.node_id, listener, own_nonce, nonce)
+        mine = auth.proof(self._secret, auth.DIALER, transcript)
+        writer.write(_HEADER.pack(len(mine)) + mine)
+        await writer.drain()
+        body = await self._read_frame(reader, MAX_HELLO)
+        if body is None:
+            raise _Rejected("it closed the connection after our proof: a different cluster secret? "
+                            "(its log says why)")
+        if not hmac.compare_digest(body, auth.proof(self._secret, auth.LISTENER, transcript)):
+            raise _Rejected(f"bad proof from the listener: a different cluster secret, or not {listener!r}")
+        return auth.FrameSealer(auth.frame_key(self._secret, transcript))
+
+    async def _pump(self, peer: _Peer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    sealer: auth.FrameSealer | None) -> None:
         """Write whatever is queued, many frames per drain, until the link breaks."""
         watcher = asyncio.get_running_loop().create_task(self._watch(peer, reader))
+        pack = _HEADER.pack
         try:
             while not watcher.done():
                 peer.wakeup.clear()
@@ -460,10 +611,14 @@ class TcpTransport:
                     # bounds what a slow peer makes us buffer
                     queue = peer.queue
                     budget = WRITE_BATCH_BYTES
+                    frames: list[bytes] = []
                     while queue and budget > 0:
-                        frame = queue.popleft()
-                        writer.write(frame)
+                        body = queue.popleft()
+                        peer.queued_bytes -= len(body)
+                        frame = sealer.seal(body) if sealer is not None else pack(len(body)) + body
+                        frames.append(frame)
                         budget -= len(frame)
+                    writer.writelines(frames)
                     await writer.drain()
                 else:
                     await peer.wakeup.wait()
