@@ -24,7 +24,7 @@ from runtime.codec import decode, encode
 def append_entries(entries: int, size: int) -> AppendEntries:
     return AppendEntries(
         msg_id=1, sender="n1", receiver="n2", term=7, leader_id="n1", prev_log_index=1000,
-        prev_log_term=7, leader_commit=999,
+        prev_log_term=7, leader_commit=999, read_round=0,
         entries=tuple(
             Entry(term=7, index=1001 + i, kind=EntryKind.data, data=bytes([i % 256]) * size)
             for i in range(entries)
@@ -53,7 +53,8 @@ def main() -> None:
     frame = encode(message)
     assert decode(frame) == message
     reply = AppendEntriesReply(msg_id=1, sender="n2", receiver="n1", term=7, success=True,
-                               match_index=1064, reject_index=0, conflict_index=0, conflict_term=0)
+                               match_index=1064, reject_index=0, conflict_index=0, conflict_term=0,
+                               read_round=0)
     reply_frame = encode(reply)
     plain = msgpack.unpackb(frame, raw=False)
 

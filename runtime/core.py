@@ -22,6 +22,7 @@ from generated.raft_fsm import (
     PreVote,
     PreVoteReply,
     Proposal,
+    ReadRequest,
     RequestVote,
     Role,
     TermNotice,
@@ -147,6 +148,7 @@ class RaftCore:
     def tick(self) -> None:
         """Advance logical time by one tick."""
         consensus = self._consensus
+        consensus.ticks += 1
         if self.record.role is Role.leader:
             consensus.election_elapsed += 1
             consensus.heartbeat_elapsed += 1
@@ -208,6 +210,12 @@ class RaftCore:
         self._fire(Event.propose, Proposal(commands))
         return self._consensus.last_proposal
 
+    def read(self, request_id: int) -> None:
+        """Ask for a linearizable read (thesis §6.4). A later Ready carries a `ReadState`
+        with this `request_id`: serve the read once `index` is applied, or refuse it if
+        `index` is None. Raises NotLeader on a node that knows no leader."""
+        self._fire(Event.read, ReadRequest(request_id))
+
     def campaign(self) -> None:
         """Start an election now (as if the election timeout had elapsed)."""
         if self.record.role is not Role.leader:
@@ -260,6 +268,8 @@ class RaftCore:
             or record.log.stable < record.log.last_index
             or record.commit_index > record.last_applied
             or consensus.received_snapshot is not None
+            or consensus.read_states
+            or (consensus.read_round_wanted and record.role is Role.leader)
             or self._hard_state() is not None
             or self._soft_state() is not None
         )
@@ -269,15 +279,21 @@ class RaftCore:
         consensus = self._consensus
         if record.role is Role.error:
             return Ready((), (), None, (), None, self._soft_state())
-        if consensus.pending_broadcast and record.role is Role.leader:
-            consensus.flush()
+        if record.role is Role.leader:
+            if consensus.pending_broadcast:
+                consensus.flush()
+            if consensus.read_round_wanted:
+                consensus.start_read_round()
         log = record.log
         snapshot = consensus.received_snapshot
         apply_from = (snapshot.index if snapshot is not None else record.last_applied) + 1
         committed = log.slice(apply_from, record.commit_index + 1) if record.commit_index >= apply_from else ()
         messages = consensus.outbox
         consensus.outbox = []
-        return Ready(messages, log.unstable(), self._hard_state(), committed, snapshot, self._soft_state())
+        read_states = consensus.read_states
+        consensus.read_states = []
+        return Ready(messages, log.unstable(), self._hard_state(), committed, snapshot, self._soft_state(),
+                     read_states)
 
     def advance(self, ready: Ready) -> None:
         """The driver persisted, sent and applied `ready`."""

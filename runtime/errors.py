@@ -37,3 +37,17 @@ class NodeHalted(RaftError):
 
 class NoLeader(RaftError, TimeoutError):
     """No leader became known within the time asked for."""
+
+
+class CommandRejected(RaftError):
+    """Raised by a state machine's `apply` to refuse a command before changing anything:
+    it is applied as a no-op on every node and the client gets this message."""
+
+
+class SessionExpired(RaftError):
+    """The client session is unknown or expired; the command was not applied. Open a new
+    session (the outcome of commands still in flight under the old one is unknown)."""
+
+
+class StaleCommand(RaftError):
+    """The client acknowledged this sequence number already, so its answer is forgotten."""

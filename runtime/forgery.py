@@ -63,9 +63,9 @@ def from_stranger(rng: random.Random, receiver: str, msg_id: int) -> WireMessage
     if kind == 4:
         prev = _number(rng)
         return AppendEntries(msg_id, sender, receiver, term, sender, prev, _number(rng),
-                             _entries(rng, prev + 1, term), _number(rng))
+                             _entries(rng, prev + 1, term), _number(rng), _number(rng))
     if kind == 5:
-        return AppendEntriesReply(msg_id, sender, receiver, term, True, _number(rng), 0, 0, 0)
+        return AppendEntriesReply(msg_id, sender, receiver, term, True, _number(rng), 0, 0, 0, _number(rng))
     if kind == 6:
         return InstallSnapshot(msg_id, sender, receiver, term, sender, _number(rng), _number(rng),
                                (sender,), 0, b"forged", True)

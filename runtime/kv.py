@@ -1,7 +1,8 @@
-"""The replicated key-value store: the example application of raftfsm.
+"""The replicated key-value store: the default application of raftfsm.
 
-Commands are small msgpack arrays; every operation, reads included, goes through the log,
-so a read returns the latest committed value (linearizable) at the price of a round trip.
+Commands and results are small msgpack arrays. Writes go through the log; a `Get` is
+answered by `query` after a ReadIndex round (linearizable without a log write), or through
+the log like a write when a caller asks for that.
 """
 
 from __future__ import annotations
@@ -91,6 +92,21 @@ class KVStateMachine:
             return KVResult(False, data.get(command.key))
         data[command.key] = command.value
         return KVResult(True, command.value)
+
+    def query(self, command: KVCommand) -> KVResult:
+        if not isinstance(command, Get):
+            raise ValueError(f"{type(command).__name__} is not a read")
+        data = self.data
+        return KVResult(command.key in data, data.get(command.key))
+
+    def encode_result(self, result: KVResult) -> bytes:
+        return msgpack.packb([result.ok, result.value])  # type: ignore[no-any-return]
+
+    def decode_result(self, data: bytes) -> KVResult:
+        match msgpack.unpackb(data):
+            case [bool(ok), (str() | None) as value]:
+                return KVResult(ok, value)
+        raise ValueError("not a key-value result")
 
     def snapshot(self) -> bytes:
         return msgpack.packb(self.data)  # type: ignore[no-any-return]

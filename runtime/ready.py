@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from attrs import frozen
+from attrs import define, frozen
 
 from generated.raft_fsm import Entry, Role, WireMessage
 
@@ -26,6 +26,26 @@ class Snapshot:
     term: int
     configuration: tuple[str, ...]
     data: bytes
+
+
+@frozen
+class ReadState:
+    """A read may be served once the state machine has applied `index` (thesis §6.4);
+    `index` is None if the read was refused (this node or its leader lost office)."""
+
+    request_id: int
+    index: int | None
+
+
+@define
+class PendingRead:
+    """A read the leader holds until a quorum confirmed its leadership in `round`
+    (`origin`: the follower that asked, or None for this node's own client)."""
+
+    request_id: int
+    origin: str | None
+    index: int | None
+    round: int
 
 
 @frozen
@@ -54,7 +74,8 @@ class Ready:
        entries from `entries[0].index` on) and `hard_state`, in one transaction;
     2. send `messages`;
     3. restore `snapshot` into the state machine, then apply `committed_entries`;
-    4. call `core.advance(ready)`.
+    4. call `core.advance(ready)`;
+    5. answer `read_states` once the state machine has applied their index.
     """
 
     messages: Sequence[WireMessage]
@@ -63,3 +84,4 @@ class Ready:
     committed_entries: Sequence[Entry]
     snapshot: Snapshot | None
     soft_state: SoftState | None
+    read_states: Sequence[ReadState] = ()

@@ -36,6 +36,10 @@ class Peer:
     snapshot_acked: int = 0
     snapshot_sent: int = 0
     snapshot_resent: int = -1
+    read_round: int = 0
+    """The highest ReadIndex round this peer echoed in this term (thesis §6.4)."""
+    heard_tick: int = -(1 << 62)
+    """The leader's tick count when this peer last answered (lease reads)."""
     sent_index: int = 0
     """The highest log index sent to this peer in this term (entries or snapshot): a reply
     acknowledging more is impossible."""

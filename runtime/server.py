@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import itertools
 import logging
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic
 
-from generated.raft_fsm import EntryKind, Role, WireMessage
+from generated.raft_fsm import Role, WireMessage
+from runtime.applier import Applier
 from runtime.consensus import Config
 from runtime.core import Dropped, RaftCore
 from runtime.errors import NodeHalted, NoLeader, NotLeader, RaftError
 from runtime.ready import Ready
+from runtime.sessions import encode_command, encode_register
 from runtime.statemachine import CommandT, ResultT, StateMachine
 from runtime.storage.base import Storage, StorageError
 from runtime.transport.base import Transport
@@ -31,6 +34,14 @@ from runtime.transport.tcp import TcpTransport, TlsConfig
 class ProposalDropped(RaftError):
     """The command was accepted by a leader that lost its office before committing it;
     another entry took its place. It was not applied; the client may retry."""
+
+
+class ReadRefused(RaftError):
+    """The leader lost office while confirming a read; nothing happened, retry."""
+
+
+class StateMachineFailed(RaftError):
+    """The state machine raised something other than CommandRejected: a bug in it."""
 
 
 class ApplyTimeout(RaftError, TimeoutError):
@@ -45,6 +56,11 @@ class OutcomeUnknown(ApplyTimeout):
 MAX_COMMAND_BYTES = 8 << 20
 """Larger commands are refused before they are proposed: every AppendEntries carrying one
 must fit the transport's frame limit (16 MiB), or replication of the log would stop."""
+
+
+def _now_ms() -> int:
+    """The leader's clock as written into entries (session activity and expiry)."""
+    return time.time_ns() // 1_000_000
 
 
 DEFAULT_CONFIG = Config(election_ticks=15, heartbeat_ticks=3)
@@ -116,15 +132,24 @@ class RaftServer(Generic[CommandT, ResultT]):
         base = config or DEFAULT_CONFIG
         state = storage.initial_state()
         self.core = RaftCore(node_id, sorted(peers), base, state)
+        self.applier: Applier[CommandT, ResultT] = Applier(state_machine)
         if state.snapshot is not None:
-            state_machine.restore(state.snapshot.data)
+            self.applier.restore(state.snapshot.data)
         self.transport: Transport = transport or TcpTransport(
             node_id, cluster_id, peers[node_id], self.peers, self._receive, tls=tls, secret=secret,
             insecure=insecure, insecure_no_auth=insecure_no_auth,
         )
         self._inbox: list[WireMessage] = []
-        self._proposals: list[tuple[bytes, asyncio.Future[Any]]] = []
-        self._waiters: dict[int, tuple[int, asyncio.Future[Any]]] = {}
+        self._proposals: list[tuple[bytes, asyncio.Future[Any], bool]] = []
+        """(payload, future, is a session registration) not proposed yet"""
+        self._waiters: dict[int, tuple[int, asyncio.Future[Any], bool]] = {}
+        """log index -> (term, future, is a registration) of proposed entries not applied yet"""
+        self._read_requests: list[tuple[int, asyncio.Future[Any], CommandT]] = []
+        self._reads: dict[int, tuple[asyncio.Future[Any], CommandT]] = {}
+        """request id -> read waiting for its ReadState"""
+        self._ready_reads: list[tuple[int, int, asyncio.Future[Any], CommandT]] = []
+        """(index, request id, future, query): reads waiting until `index` is applied (a heap)"""
+        self._read_ids = itertools.count(1)
         self._deadlines: list[tuple[float, int, asyncio.Future[Any], float]] = []
         self._sequence = 0
         self._ticks_due = 0
@@ -190,22 +215,73 @@ class RaftServer(Generic[CommandT, ResultT]):
             return NodeHalted(f"node {self.node_id} halted: {self.core.record.halt_reason}")
         return NotLeader(self.node_id, self.core.leader_id, self.address_of(self.core.leader_id))
 
-    async def apply(self, command: CommandT, timeout: float = 5.0) -> ResultT:
+    async def apply(
+        self, command: CommandT, timeout: float = 5.0, *, session: tuple[int, int] | tuple[int, int, int] | None = None,
+    ) -> ResultT:
         """Replicate `command`, wait until it is committed and applied here, and return the
-        state machine's result. Raises NotLeader (with the leader's address) on a follower,
-        NodeHalted on a failed node, ProposalDropped, ApplyTimeout or its subclass OutcomeUnknown,
-        and ValueError for a command over MAX_COMMAND_BYTES."""
+        state machine's result.
+
+        `session=(client_id, sequence)` (or `(client_id, sequence, ack)` for a client with
+        several commands in flight; `ack` is the lowest sequence number it still awaits)
+        makes the command apply exactly once: retrying the same pair — on this node or
+        another, after any error — returns the original result and never applies it
+        twice (thesis §6.3). `client_id` comes from `open_session()`. Without a session a
+        command whose outcome is unknown may be applied again if retried.
+
+        Raises NotLeader (with the leader's address) on a follower, NodeHalted on a failed
+        node, CommandRejected if the state machine refused it (nothing changed),
+        SessionExpired / StaleCommand for a bad session, ProposalDropped (not applied),
+        ApplyTimeout or its subclass OutcomeUnknown (may be applied), and ValueError for a
+        command over MAX_COMMAND_BYTES."""
         if self.core.role is not Role.leader:
             raise self._not_leader()
         data = self.state_machine.encode(command)
         if len(data) > MAX_COMMAND_BYTES:
             raise ValueError(f"command of {len(data)} bytes exceeds the limit of {MAX_COMMAND_BYTES} bytes")
+        if session is None:
+            payload = encode_command(data, _now_ms())
+        else:
+            client, sequence = session[0], session[1]
+            ack = session[2] if len(session) == 3 else sequence
+            if client < 1 or sequence < 1 or not 1 <= ack <= sequence:
+                raise ValueError(f"session {session!r}: need client >= 1, sequence >= 1, 1 <= ack <= sequence")
+            payload = encode_command(data, _now_ms(), client, sequence, ack)
+        result: ResultT = await self._propose(payload, timeout)
+        return result
+
+    async def open_session(self, timeout: float = 5.0) -> int:
+        """Register a client session through the log; return its client id (for `apply`'s
+        `session=`). It expires after an hour without commands (by the leader's clock)."""
+        if self.core.role is not Role.leader:
+            raise self._not_leader()
+        client: int = await self._propose(encode_register(_now_ms()), timeout, registration=True)
+        return client
+
+    async def _propose(self, payload: bytes, timeout: float, registration: bool = False) -> Any:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._proposals.append((data, future))
+        self._proposals.append((payload, future, registration))
+        self._deadline(loop, future, timeout)
+        self._wakeup.set()
+        return await future
+
+    def _deadline(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], timeout: float) -> None:
         # one heap swept by the tick timer instead of a timer handle per request
         self._sequence += 1
         heapq.heappush(self._deadlines, (loop.time() + timeout, self._sequence, future, timeout))
+
+    async def read(self, query: CommandT, timeout: float = 5.0) -> ResultT:
+        """A linearizable read without a log write (ReadIndex, thesis §6.4): the result of
+        `state_machine.query(query)` on a state that includes every write acknowledged
+        before this call. Works on followers too (they ask the leader for a read index).
+        Raises NotLeader when no leader is known, ReadRefused if leadership changed
+        meanwhile (retry), NodeHalted, or ApplyTimeout."""
+        if self.core.role is Role.error:
+            raise self._not_leader()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._read_requests.append((next(self._read_ids), future, query))
+        self._deadline(loop, future, timeout)
         self._wakeup.set()
         result: ResultT = await future
         return result
@@ -260,6 +336,8 @@ class RaftServer(Generic[CommandT, ResultT]):
             wakeup.clear()
             try:
                 await self._step()
+            except StateMachineFailed as exc:  # logged with its traceback where it happened
+                self._halt(str(exc))
             except Exception as exc:  # a bug must not leave clients hanging
                 self.log.exception("node %s: internal error, halting", self.node_id)
                 self._halt(f"internal error: {exc!r}")
@@ -280,15 +358,26 @@ class RaftServer(Generic[CommandT, ResultT]):
         if self._proposals:
             batch, self._proposals = self._proposals, []
             try:
-                first, _, term = core.propose_batch([data for data, _ in batch])
+                first, _, term = core.propose_batch([data for data, _, _ in batch])
             except (NotLeader, RaftError):
                 error = self._not_leader()
-                for _, future in batch:
+                for _, future, _ in batch:
                     if not future.done():
                         future.set_exception(error)
             else:
-                for offset, (_, future) in enumerate(batch):
-                    self._waiters[first + offset] = (term, future)
+                for offset, (_, future, registration) in enumerate(batch):
+                    self._waiters[first + offset] = (term, future, registration)
+        if self._read_requests:
+            requests, self._read_requests = self._read_requests, []
+            for request_id, future, query in requests:
+                if future.done():
+                    continue
+                try:
+                    core.read(request_id)
+                except (NotLeader, RaftError):
+                    future.set_exception(self._not_leader())
+                else:
+                    self._reads[request_id] = (future, query)
         while core.has_ready():
             ready = core.ready()
             if ready.entries or ready.hard_state is not None or ready.snapshot is not None:
@@ -303,6 +392,8 @@ class RaftServer(Generic[CommandT, ResultT]):
                 self.transport.send(message)
             self._apply(ready)
             core.advance(ready)
+            if ready.read_states or self._ready_reads:
+                self._serve_reads(ready)
             if ready.soft_state is not None:
                 self._leader_changed.set()
                 self.log.info("node %s: %s in term %d, leader %s", self.node_id,
@@ -310,11 +401,11 @@ class RaftServer(Generic[CommandT, ResultT]):
             await self._maybe_compact()
 
     def _apply(self, ready: Ready) -> None:
-        machine = self.state_machine
+        applier = self.applier
         if ready.snapshot is not None:
-            machine.restore(ready.snapshot.data)
+            applier.restore(ready.snapshot.data)
             for index in [i for i in self._waiters if i <= ready.snapshot.index]:
-                _, future = self._waiters.pop(index)
+                _, future, _ = self._waiters.pop(index)
                 if not future.done():
                     future.set_exception(OutcomeUnknown(
                         f"entry {index} was covered by a snapshot from the leader before this node "
@@ -322,27 +413,65 @@ class RaftServer(Generic[CommandT, ResultT]):
                     ))
         waiters = self._waiters
         for entry in ready.committed_entries:
-            result: object = None
-            if entry.kind is EntryKind.data:
-                result = machine.apply(machine.decode(entry.data))
+            try:
+                applied = applier.apply(entry)
+            except Exception as exc:
+                # not a CommandRejected: a bug in the state machine, and every node will
+                # meet it on this same entry; stop here rather than diverge
+                self.log.exception("node %s: the state machine failed on entry %d", self.node_id, entry.index)
+                raise StateMachineFailed(
+                    f"the state machine raised {exc!r} applying entry {entry.index}"
+                ) from exc
             waiter = waiters.pop(entry.index, None)
             if waiter is None:
                 continue
-            term, future = waiter
+            term, future, registration = waiter
             if future.done():
                 continue
-            if term == entry.term:
-                future.set_result(result)
-            else:
+            if term != entry.term:
                 future.set_exception(ProposalDropped(
                     f"entry {entry.index} of term {term} was replaced by a new leader; not applied"
                 ))
+            elif registration:
+                future.set_result(entry.index)
+            elif applied is not None:
+                try:
+                    future.set_result(applier.result(applied))
+                except RaftError as exc:
+                    future.set_exception(exc)
+
+    def _serve_reads(self, ready: Ready) -> None:
+        """Answer reads whose index is applied; the others wait in a heap by index."""
+        heap = self._ready_reads
+        for state in ready.read_states:
+            waiting = self._reads.pop(state.request_id, None)
+            if waiting is None:
+                continue
+            future, query = waiting
+            if future.done():
+                continue
+            if state.index is None:
+                future.set_exception(ReadRefused(
+                    f"node {self.node_id}: leadership changed while the read was confirmed; retry"
+                ))
+            else:
+                heapq.heappush(heap, (state.index, state.request_id, future, query))
+        applied = self.core.last_applied
+        machine = self.state_machine
+        while heap and heap[0][0] <= applied:
+            _, _, future, query = heapq.heappop(heap)
+            if future.done():
+                continue
+            try:
+                future.set_result(machine.query(query))
+            except Exception as exc:  # the query's own error, for this client only
+                future.set_exception(exc)
 
     async def _maybe_compact(self) -> None:
         core = self.core
         if not self.snapshot_every or core.last_applied - core.log.offset < self.snapshot_every:
             return
-        snapshot = core.compact(core.last_applied, self.state_machine.snapshot())
+        snapshot = core.compact(core.last_applied, self.applier.snapshot())
         try:
             await asyncio.get_running_loop().run_in_executor(self._disk, self.storage.compact, snapshot)
         except StorageError as exc:
@@ -358,12 +487,24 @@ class RaftServer(Generic[CommandT, ResultT]):
     def _fail_all(self, error: Exception) -> None:
         """Commands not yet proposed fail with `error`; proposed ones may have been
         committed elsewhere, so their outcome is unknown."""
-        for _, future in self._proposals:
+        for _, future, _ in self._proposals:
             if not future.done():
                 future.set_exception(error)
         self._proposals.clear()
         unknown = OutcomeUnknown(f"{error}; the command was proposed and may have been committed")
-        for _, future in self._waiters.values():
+        for _, future, _ in self._waiters.values():
             if not future.done():
                 future.set_exception(unknown)
         self._waiters.clear()
+        for _, future, _ in self._read_requests:
+            if not future.done():
+                future.set_exception(error)
+        self._read_requests.clear()
+        for future, _ in self._reads.values():
+            if not future.done():
+                future.set_exception(error)
+        self._reads.clear()
+        for _, _, future, _ in self._ready_reads:
+            if not future.done():
+                future.set_exception(error)
+        self._ready_reads.clear()

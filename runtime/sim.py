@@ -6,7 +6,10 @@ restarts, and message drop / duplication / reordering / delay. Safety checkers r
 every step and raise `InvariantViolation` with a readable account.
 
 Users can run their own state machine under it: pass `state_machine=` a factory of
-objects with `apply(command: bytes) -> object`, `snapshot() -> bytes`, `restore(bytes)`.
+objects implementing `runtime.statemachine.StateMachine` (the contract `RaftServer` uses);
+each node runs it behind the same `Applier` (client sessions, refusals) as a server.
+`propose` returns a `Proposed` handle whose `result` is filled in when the node it was
+proposed on applies it.
 """
 
 from __future__ import annotations
@@ -16,19 +19,22 @@ import heapq
 import logging
 import random
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import attrs
 import msgpack
 from attrs import define, field
 
-from generated.raft_fsm import EntryKind, Role, WireMessage
+from generated.raft_fsm import Entry, EntryKind, Role, WireMessage
+from runtime.applier import Applied, Applier
 from runtime.consensus import Config, Consensus
 from runtime.core import RaftCore
-from runtime.errors import NotLeader
+from runtime.errors import NotLeader, RaftError
 from runtime.forgery import from_stranger, impossible
 from runtime.ready import Ready
+from runtime.sessions import Command, Register, decode_entry, encode_command, encode_register
+from runtime.statemachine import StateMachine
 from runtime.storage.base import Storage, StorageError
 from runtime.storage.memory import MemoryStorage
 
@@ -40,21 +46,31 @@ class InvariantViolation(AssertionError):
     how to replay it."""
 
 
-class SimStateMachine(Protocol):
-    def apply(self, command: bytes) -> object: ...
-    def snapshot(self) -> bytes: ...
-    def restore(self, data: bytes) -> None: ...
-
-
 class ListStateMachine:
-    """The default state machine: remembers every command in order."""
+    """The default state machine: remembers every command (bytes) in order; the result
+    of a command is how many commands it has seen."""
 
     def __init__(self) -> None:
         self.commands: list[bytes] = []
 
-    def apply(self, command: bytes) -> object:
+    def encode(self, command: bytes) -> bytes:
+        return command
+
+    def decode(self, data: bytes) -> bytes:
+        return data
+
+    def apply(self, command: bytes) -> int:
         self.commands.append(command)
         return len(self.commands)
+
+    def query(self, command: bytes) -> int:
+        return len(self.commands)
+
+    def encode_result(self, result: int) -> bytes:
+        return str(result).encode()
+
+    def decode_result(self, data: bytes) -> int:
+        return int(data)
 
     def snapshot(self) -> bytes:
         # length-prefixed, so a snapshot spliced from two others does not decode as one
@@ -78,11 +94,29 @@ class Faults:
 
 
 @define
+class Proposed:
+    """A command proposed in the simulation. `done` once the node it was proposed on
+    applied it (or learned it never will: `error`); unpacks as (index, term)."""
+
+    index: int
+    term: int
+    node: str
+    done: bool = False
+    result: object = None
+    error: Exception | None = None
+
+    def __iter__(self) -> Iterator[int]:
+        yield self.index
+        yield self.term
+
+
+@define
 class SimNode:
     id: str
     core: RaftCore
     disk: Storage
-    machine: SimStateMachine
+    machine: StateMachine[Any, Any]
+    applier: Applier[Any, Any]
     alive: bool = True
     applied: dict[int, tuple[int, bytes]] = field(factory=dict)
     """index -> (term, command) applied in this incarnation."""
@@ -105,7 +139,7 @@ class Simulation:
         nodes: int = 3,
         seed: int = 0,
         config: Config | None = None,
-        state_machine: Callable[[], SimStateMachine] = ListStateMachine,
+        state_machine: Callable[[], StateMachine[Any, Any]] = ListStateMachine,
         handlers: type[Consensus] | dict[str, type[Consensus]] = Consensus,
         latency: int = 1,
         snapshot_every: int = 0,
@@ -135,6 +169,7 @@ class Simulation:
         self.commands: dict[int, bytes] = {}
         """index -> command of every committed data entry (what state machines must hold)."""
         self.proposals: dict[int, tuple[int, bytes]] = {}
+        self._handles: dict[tuple[str, int], Proposed] = {}
         self.acknowledged: dict[int, bytes] = {}
         self.nodes: dict[str, SimNode] = {}
         for number, node_id in enumerate(self.ids):
@@ -151,9 +186,10 @@ class Simulation:
         config = attrs.evolve(self.config, seed=self.rng.randrange(2**32) ^ salt)
         core = RaftCore(node_id, self.ids, config, state, handlers=self._handlers_for(node_id))
         machine = self.state_machine()
+        applier: Applier[Any, Any] = Applier(machine)
         if state.snapshot is not None:
-            machine.restore(state.snapshot.data)
-        node = SimNode(node_id, core, disk, machine)
+            applier.restore(state.snapshot.data)
+        node = SimNode(node_id, core, disk, machine, applier)
         node.last_commit = core.commit_index
         node.last_applied = core.last_applied
         return node
@@ -202,16 +238,34 @@ class Simulation:
                 best = node
         return best.id if best else None
 
-    def propose(self, command: bytes, node_id: str | None = None) -> tuple[int, int]:
-        """Propose on `node_id` (default: the leader). Raises NotLeader if there is none."""
+    @property
+    def clock_ms(self) -> int:
+        """The virtual wall clock leaders write into entries (10 ms a tick)."""
+        return self.now * 10
+
+    def propose(self, command: bytes, node_id: str | None = None, session: tuple[int, int] | None = None) -> Proposed:
+        """Propose on `node_id` (default: the leader); with `session=(client, sequence)`
+        it applies exactly once however often it is proposed. Raises NotLeader if there
+        is no leader."""
+        client, sequence = session or (0, 0)
+        return self._propose(encode_command(command, self.clock_ms, client, sequence), node_id, command)
+
+    def open_session(self, node_id: str | None = None) -> Proposed:
+        """Register a client session; once `done`, `result` is its client id."""
+        payload = encode_register(self.clock_ms)
+        return self._propose(payload, node_id, payload)
+
+    def _propose(self, payload: bytes, node_id: str | None, command: bytes) -> Proposed:
         target = node_id or self.leader()
         if target is None:
             raise NotLeader("simulation", None)
         node = self.nodes[target]
-        index, term = node.core.propose(command)
+        index, term = node.core.propose(payload)
         self.proposals[index] = (term, command)
+        handle = Proposed(index, term, target)
+        self._handles[(target, index)] = handle
         self._drain(node)
-        return index, term
+        return handle
 
     # -- running --------------------------------------------------------------------------
     def run(self, ticks: int) -> None:
@@ -287,13 +341,13 @@ class Simulation:
             core.advance(ready)
             self._check_node(node, ready)
             if self.snapshot_every and core.last_applied - core.log.offset >= self.snapshot_every:
-                snapshot = core.compact(core.last_applied, node.machine.snapshot())
+                snapshot = core.compact(core.last_applied, node.applier.snapshot())
                 node.disk.compact(snapshot)
 
     def _apply(self, node: SimNode, ready: Ready) -> None:
         if ready.snapshot is not None:
             try:
-                node.machine.restore(ready.snapshot.data)
+                node.applier.restore(ready.snapshot.data)
             except Exception as exc:
                 self.violation("snapshot integrity", f"{node.id} cannot restore the snapshot it installed: {exc!r}")
             self._check_machine(node, ready.snapshot.index)
@@ -301,10 +355,14 @@ class Simulation:
         acknowledged = self.acknowledged
         for entry in ready.committed_entries:
             index = entry.index
-            if entry.kind is EntryKind.data:
-                node.machine.apply(entry.data)
-                self.commands[index] = entry.data
-            value = (entry.term, entry.data)
+            applied = node.applier.apply(entry)
+            command = _command_of(entry)
+            if applied is not None and applied.fresh:
+                self.commands[index] = command
+            handle = self._handles.pop((node.id, index), None)
+            if handle is not None:
+                self._settle(handle, node, entry, applied)
+            value = (entry.term, command)
             node.applied[index] = value
             seen = committed.get(index)
             if seen is None:
@@ -315,12 +373,26 @@ class Simulation:
                     f"{node.id} applied {value} at index {index}, another node applied {seen}",
                 )
             if node.core.role is Role.leader and self.proposals.get(index) == value:
-                acknowledged[index] = entry.data
-            elif index in acknowledged and acknowledged[index] != entry.data:
+                acknowledged[index] = command
+            elif index in acknowledged and acknowledged[index] != command:
                 self.violation(
                     "acknowledged proposal lost",
-                    f"{node.id} applied {entry.data!r} at index {index}, acknowledged was {acknowledged[index]!r}",
+                    f"{node.id} applied {command!r} at index {index}, acknowledged was {acknowledged[index]!r}",
                 )
+
+    @staticmethod
+    def _settle(handle: Proposed, node: SimNode, entry: Entry, applied: Applied[Any] | None) -> None:
+        handle.done = True
+        if entry.term != handle.term:
+            handle.error = NotLeader(node.id, None)  # replaced by another leader's entry: not applied
+        elif applied is not None:
+            if isinstance(decode_entry(entry.data), Register):
+                handle.result = entry.index
+                return
+            try:
+                handle.result = node.applier.result(applied)
+            except RaftError as exc:
+                handle.error = exc
 
     # -- checkers ----------------------------------------------------------------------------
     def violation(self, rule: str, detail: str) -> None:
@@ -360,7 +432,7 @@ class Simulation:
             if index <= log.offset:
                 continue
             local = log.term_at(index)
-            if local is None or local != term or log.entry(index).data != data:
+            if local is None or local != term or _command_of(log.entry(index)) != data:
                 self.violation(
                     "Leader Completeness",
                     f"new leader {node.id} (term {node.core.term}) lacks committed entry {index} (term {term})",
@@ -450,6 +522,15 @@ class Simulation:
                         f"{node.id} has {got} at index {index}, acknowledged was {data!r}",
                     )
         self.check()
+
+
+def _command_of(entry: Entry) -> bytes:
+    """What the checkers compare: a client command's own bytes, else the entry's data."""
+    if entry.kind is EntryKind.data:
+        payload = decode_entry(entry.data)
+        if isinstance(payload, Command):
+            return payload.data
+    return entry.data
 
 
 class Nemesis:
@@ -545,8 +626,8 @@ __all__ = [
     "InvariantViolation",
     "ListStateMachine",
     "Nemesis",
+    "Proposed",
     "SimNode",
-    "SimStateMachine",
     "Simulation",
     "run_seed",
 ]

@@ -61,7 +61,7 @@ any_wire_message = st.one_of([strategy(cls.__name__) for cls in WIRE_MESSAGES])
 def append_entries(entries: int = 4) -> AppendEntries:
     return AppendEntries(
         msg_id=7, sender="n1", receiver="n2", term=3, leader_id="n1", prev_log_index=10,
-        prev_log_term=2, leader_commit=9,
+        prev_log_term=2, leader_commit=9, read_round=0,
         entries=tuple(Entry(term=3, index=11 + i, kind=EntryKind.data, data=b"cmd%d" % i) for i in range(entries)),
     )
 

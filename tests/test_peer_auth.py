@@ -522,7 +522,7 @@ def test_forged_raft_messages_from_a_stranger_are_never_delivered(tmp_path: Path
         evil = KVStateMachine().encode(Put("pwned", "evil-forged-value"))
         forged = [
             AppendEntries(msg_id=1, sender=leader, receiver=follower, term=huge, leader_id=leader,
-                          prev_log_index=0, prev_log_term=0, leader_commit=1,
+                          prev_log_index=0, prev_log_term=0, leader_commit=1, read_round=0,
                           entries=(Entry(term=huge, index=1, kind=EntryKind.data, data=evil),)),
             RequestVote(msg_id=2, sender=leader, receiver=follower, term=huge * 2, candidate_id=leader,
                         last_log_index=huge, last_log_term=huge),

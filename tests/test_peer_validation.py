@@ -101,7 +101,7 @@ def test_append_entries_reply_acknowledging_the_future_is_dropped() -> None:
     """match_index = 10^9 used to push next_index past the log and trip an assert."""
     leader = make_leader()
     assert_dropped(leader, append_ok("n2", "n1", leader.term, 10**9), "beyond what was sent")
-    reject = AppendEntriesReply(1, "n2", "n1", leader.term, False, 0, 10**9, 0, 0)
+    reject = AppendEntriesReply(1, "n2", "n1", leader.term, False, 0, 10**9, 0, 0, 0)
     assert_dropped(leader, reject, "beyond what was sent")
     assert leader.role is Role.leader
     index, _ = leader.propose(b"still works")
@@ -274,8 +274,8 @@ def _message(receiver: str) -> st.SearchStrategy[WireMessage]:
         envelope(RequestVoteReply, st.booleans()),
         envelope(PreVote, _ids, _ints, _ints),
         envelope(PreVoteReply, st.booleans()),
-        envelope(AppendEntries, _ids, _ints, _ints, _entries, _ints),
-        envelope(AppendEntriesReply, st.booleans(), _ints, _ints, _ints, _ints),
+        envelope(AppendEntries, _ids, _ints, _ints, _entries, _ints, _ints),
+        envelope(AppendEntriesReply, st.booleans(), _ints, _ints, _ints, _ints, _ints),
         envelope(InstallSnapshot, _ids, _ints, _ints, st.lists(_ids, max_size=3).map(tuple), _ints,
                  st.binary(max_size=8), st.booleans()),
         envelope(InstallSnapshotReply, _ints, _ints, st.booleans()),

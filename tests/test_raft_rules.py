@@ -95,11 +95,11 @@ def append(
     entries: Sequence[Entry] = (),
     commit: int = 0,
 ) -> AppendEntries:
-    return AppendEntries(next(_ids), sender, receiver, term, sender, prev_index, prev_term, tuple(entries), commit)
+    return AppendEntries(next(_ids), sender, receiver, term, sender, prev_index, prev_term, tuple(entries), commit, 0)
 
 
 def append_ok(sender: str, receiver: str, term: int, match: int) -> AppendEntriesReply:
-    return AppendEntriesReply(next(_ids), sender, receiver, term, True, match, 0, 0, 0)
+    return AppendEntriesReply(next(_ids), sender, receiver, term, True, match, 0, 0, 0, 0)
 
 
 def elect(core: RaftCore) -> Ready:
@@ -506,7 +506,7 @@ def test_s5_1_higher_term_demotes_leader_and_clears_vote() -> None:
     term with no vote, persisted in the next hard state."""
     makers = {
         "vote reply": lambda t: vote_reply("n2", "n1", t, granted=False),
-        "append reply": lambda t: AppendEntriesReply(next(_ids), "n2", "n1", t, False, 0, 0, 0, 0),
+        "append reply": lambda t: AppendEntriesReply(next(_ids), "n2", "n1", t, False, 0, 0, 0, 0, 0),
         "heartbeat": lambda t: append("n2", "n1", t, 0, 0),
         "stale-log vote request": lambda t: vote_req("n2", "n1", t, 0, 0),
     }
@@ -557,7 +557,7 @@ def test_s5_1_stale_replies_ignored_by_leader() -> None:
     drain_all(core)
     core.campaign()  # no-op on a leader
     assert core.role is Role.leader
-    stale = AppendEntriesReply(next(_ids), "n2", "n1", core.term - 1, True, 2, 0, 0, 0)
+    stale = AppendEntriesReply(next(_ids), "n2", "n1", core.term - 1, True, 2, 0, 0, 0, 0)
     core.step(stale)
     assert core.record.peers["n2"].match_index == 1
 

@@ -142,6 +142,9 @@ def test_restart_on_sqlite_resumes_term_vote_log_and_state(tmp_path: Path) -> No
         for i in range(50):
             await leader.apply(Put(f"k{i}", str(i)))
         term = leader.core.term
+        # a quorum acknowledged each write; let the third node catch up before stopping
+        target = leader.core.commit_index
+        await until(lambda: all(s.core.last_applied >= target for s in servers.values()))
         for server in servers.values():
             await server.stop()
         restarted = {

@@ -4,13 +4,13 @@ compaction, small chunks and every fault."""
 from __future__ import annotations
 
 import attrs
-import msgpack
 import pytest
 
 from generated.raft_fsm import InstallSnapshot, InstallSnapshotReply, WireMessage
+from runtime.applier import Applier
 from runtime.consensus import Config, Consensus
 from runtime.core import RaftCore
-from runtime.sim import InvariantViolation, run_seed
+from runtime.sim import InvariantViolation, ListStateMachine, run_seed
 
 VOTERS = ("n1", "n2", "n3")
 
@@ -98,7 +98,8 @@ class InstallEmptyState(Consensus):
     def accept_snapshot(self, message: InstallSnapshot, /) -> None:
         super().accept_snapshot(message)
         if self.received_snapshot is not None:
-            self.received_snapshot = attrs.evolve(self.received_snapshot, data=msgpack.packb([]))
+            empty = Applier(ListStateMachine()).snapshot()
+            self.received_snapshot = attrs.evolve(self.received_snapshot, data=empty)
             self.snapshot = self.received_snapshot
 
 

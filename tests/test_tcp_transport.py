@@ -138,7 +138,7 @@ def reply(sender: str, receiver: str, msg_id: int = 1, term: int = 1) -> Request
 def append(sender: str, receiver: str, entries: int = 2, size: int = 100, msg_id: int = 1) -> AppendEntries:
     return AppendEntries(
         msg_id=msg_id, sender=sender, receiver=receiver, term=2, leader_id=sender, prev_log_index=0,
-        prev_log_term=0, leader_commit=0,
+        prev_log_term=0, leader_commit=0, read_round=0,
         entries=tuple(Entry(term=2, index=i + 1, kind=EntryKind.data, data=bytes(size)) for i in range(entries)),
     )
 

@@ -32,6 +32,7 @@ from generated.raft_fsm import Entry, EntryKind
 from runtime.ready import HardState, PersistentState, Snapshot
 from runtime.storage import CorruptStorage, MemoryStorage, SqliteStorage, Storage, StorageError
 from runtime.storage.wal import WalReport, checksum, inspect_wal
+from runtime.transport.auth import write_secret
 
 REPO = Path(__file__).resolve().parent.parent
 MASK = 0xFFFFFFFF
@@ -454,7 +455,8 @@ def test_the_node_command_refuses_a_damaged_wal_in_one_line(plain: Killed, tmp_p
         port = probe.getsockname()[1]
     result = subprocess.run(
         [sys.executable, "-m", "runtime.cli", "node", "--id", "n1", "--listen", f"127.0.0.1:{port}",
-         "--peers", f"n1=127.0.0.1:{port}", "--data-dir", str(directory), "--cluster-id", "c1"],
+         "--peers", f"n1=127.0.0.1:{port}", "--data-dir", str(directory), "--cluster-id", "c1",
+         "--secret-file", str(write_secret(tmp_path / "secret"))],
         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=30,
     )
     assert result.returncode == 2, result.stderr

@@ -7,6 +7,7 @@ Consensus Algorithm", extended version) and to Ongaro's thesis where marked.
 - `election`: terms, votes, PreVote, CheckQuorum
 - `replication`: AppendEntries both ways, commitment, proposals
 - `compaction`: InstallSnapshot both ways
+- `reads`: ReadIndex and lease reads (thesis §6.4), follower reads
 - `validation`: the messages no correct peer sends, dropped before any of the above
 """
 
@@ -15,11 +16,12 @@ from __future__ import annotations
 from runtime.consensus.compaction import Compaction
 from runtime.consensus.config import Config
 from runtime.consensus.election import Election
+from runtime.consensus.reads import Reads
 from runtime.consensus.replication import Replication
 from runtime.consensus.validation import Validation
 
 __all__ = ["Config", "Consensus"]
 
 
-class Consensus(Validation, Election, Replication, Compaction):
+class Consensus(Validation, Election, Replication, Compaction, Reads):
     """Implements every guard and action of the spec over one `NodeRecord`."""

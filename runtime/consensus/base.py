@@ -12,7 +12,7 @@ import random
 
 from generated.raft_fsm import FatalError, WireMessage
 from runtime.consensus.config import Config
-from runtime.ready import Snapshot
+from runtime.ready import PendingRead, ReadState, Snapshot
 from runtime.record import NodeRecord, Peer
 
 
@@ -42,6 +42,15 @@ class ConsensusBase:
         """(index, term) of the snapshot whose chunks are in _snapshot_chunks."""
         self._snapshot_idle = 0
         """Ticks since the last chunk of the unfinished incoming snapshot."""
+        self.ticks = 0
+        """Ticks since this node started (lease reads measure time in ticks)."""
+        self.read_round = 0
+        """The leader's ReadIndex round: every AppendEntries carries it, replies echo it."""
+        self.read_round_wanted = False
+        """A read waits for a round that has not been broadcast yet."""
+        self.pending_reads: list[PendingRead] = []
+        self.read_states: list[ReadState] = []
+        """Reads answered since the last Ready, handed to the driver in the next one."""
         self.last_proposal = (0, 0, 0)
         """(first index, last index, term) of the latest accepted proposal."""
 
@@ -86,6 +95,12 @@ class ConsensusBase:
         raise NotImplementedError
 
     def _send_snapshot(self, peer: Peer, heartbeat: bool) -> None:
+        raise NotImplementedError
+
+    def release_reads(self) -> None:
+        raise NotImplementedError
+
+    def abort_reads(self) -> None:
         raise NotImplementedError
 
     # -- failure -----------------------------------------------------------------------------------

@@ -125,6 +125,7 @@ class Compaction(ConsensusBase):
         if peer is None or message.term != record.current_term:
             return
         peer.recent_active = True
+        peer.heard_tick = self.ticks
         index = message.last_included_index
         if message.done and index > peer.match_index:
             peer.match_index = index  # it holds everything up to the snapshot

@@ -24,6 +24,12 @@ class Config:
     pre_vote: bool = True
     """Ask before campaigning (thesis §9.6): a node cut off from the cluster does not raise
     its term, so it cannot depose a healthy leader when it comes back."""
+    read_mode: str = "index"
+    """How a leader confirms a linearizable read: "index" (ReadIndex, one heartbeat round
+    per batch of reads) or "lease" (no round while a quorum answered within the last
+    election_ticks - lease_drift_ticks ticks; assumes CheckQuorum and bounded clock drift)."""
+    lease_drift_ticks: int = 2
+    """Lease reads: how many ticks of an election timeout are set aside for clock drift."""
     max_snapshot_bytes: int = 1 << 32
     """An incoming snapshot larger than this is refused (its chunks are invalid messages)."""
     snapshot_timeout_ticks: int = 0
@@ -41,3 +47,7 @@ class Config:
             raise ValueError("heartbeat_ticks must be smaller than election_ticks")
         if self.max_entries_per_message < 1 or self.max_inflight < 1:
             raise ValueError("max_entries_per_message and max_inflight must be >= 1")
+        if self.read_mode not in ("index", "lease"):
+            raise ValueError(f"read_mode must be 'index' or 'lease', not {self.read_mode!r}")
+        if self.read_mode == "lease" and not (self.check_quorum and 0 < self.lease_drift_ticks < self.election_ticks):
+            raise ValueError("lease reads need check_quorum and 0 < lease_drift_ticks < election_ticks")

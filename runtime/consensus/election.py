@@ -36,6 +36,7 @@ class Election(ConsensusBase):
         record.leader_id = message.leader_id
         self.pending_broadcast = False
         self.drop_incoming_snapshot()
+        self.abort_reads()
         self.reset_election_timer()
 
     def terms_exhausted(self) -> bool:
@@ -107,6 +108,7 @@ class Election(ConsensusBase):
             peer.snapshot = None
             peer.stalled = False
             peer.sent_index = 0
+            peer.read_round = 0
             # CheckQuorum counts only peers heard from in this leadership: an isolated new
             # leader steps down after one election timeout
             peer.recent_active = False
@@ -175,4 +177,5 @@ class Election(ConsensusBase):
     def step_down(self) -> None:
         self.record.leader_id = None
         self.pending_broadcast = False
+        self.abort_reads()
         self.reset_election_timer()

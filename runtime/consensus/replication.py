@@ -82,7 +82,7 @@ class Replication(ConsensusBase):
                     break
         self.outbox.append(
             AppendEntries(self._msg_id(), record.id, peer.id, record.current_term, record.id,
-                          prev_index, prev_term, entries, record.commit_index)
+                          prev_index, prev_term, entries, record.commit_index, self.read_round)
         )
         last = prev_index + len(entries)
         if last > peer.sent_index:
@@ -103,7 +103,7 @@ class Replication(ConsensusBase):
             peer.sent_index = anchor
         self.outbox.append(
             AppendEntries(self._msg_id(), record.id, peer.id, record.current_term, record.id,
-                          anchor, anchor_term, (), record.commit_index)
+                          anchor, anchor_term, (), record.commit_index, self.read_round)
         )
 
     def _back_to_probe(self, peer: Peer, next_index: int) -> None:
@@ -119,7 +119,12 @@ class Replication(ConsensusBase):
         if peer is None or message.term != record.current_term:
             return  # a reply to an earlier term
         peer.recent_active = True
+        peer.heard_tick = self.ticks
         peer.probe_sent = False  # it answers: a probe may go out again
+        if message.read_round > peer.read_round:
+            peer.read_round = message.read_round
+            if self.pending_reads:
+                self.release_reads()
         if message.success:
             match = message.match_index
             if match > peer.match_index:
@@ -163,6 +168,8 @@ class Replication(ConsensusBase):
         candidate = matches[self.quorum - 1]
         if candidate > record.commit_index and record.log.term_at(candidate) == record.current_term:
             record.commit_index = candidate
+            if self.pending_reads:
+                self.release_reads()
             return True
         return False
 
@@ -197,7 +204,8 @@ class Replication(ConsensusBase):
                 conflict_term = local_term
             self.outbox.append(
                 AppendEntriesReply(self._msg_id(), record.id, message.sender, record.current_term,
-                                   False, 0, message.prev_log_index, conflict_index, conflict_term)
+                                   False, 0, message.prev_log_index, conflict_index, conflict_term,
+                                   message.read_round)
             )
             return
         if entries:
@@ -220,14 +228,14 @@ class Replication(ConsensusBase):
             record.commit_index = min(message.leader_commit, match)
         self.outbox.append(
             AppendEntriesReply(self._msg_id(), record.id, message.sender, record.current_term,
-                               True, match, 0, 0, 0)
+                               True, match, 0, 0, 0, message.read_round)
         )
 
     def reject_stale_append_entries(self, message: AppendEntries, /) -> None:
         record = self.record
         self.outbox.append(
             AppendEntriesReply(self._msg_id(), record.id, message.sender, record.current_term,
-                               False, 0, message.prev_log_index, 0, 0)
+                               False, 0, message.prev_log_index, 0, 0, message.read_round)
         )
 
     def append_proposal(self, message: Proposal, /) -> None:
