@@ -68,8 +68,8 @@ def from_stranger(rng: random.Random, receiver: str, msg_id: int) -> WireMessage
         return AppendEntriesReply(msg_id, sender, receiver, term, True, _number(rng), 0, 0, 0, _number(rng))
     if kind == 6:
         return InstallSnapshot(msg_id, sender, receiver, term, sender, _number(rng), _number(rng),
-                               (sender,), 0, b"forged", True)
-    return InstallSnapshotReply(msg_id, sender, receiver, term, _number(rng), _number(rng), True)
+                               (sender,), _number(rng), 6, bytes(32), 0, b"forged", True)
+    return InstallSnapshotReply(msg_id, sender, receiver, term, _number(rng), _number(rng), _number(rng), True)
 
 
 def impossible(rng: random.Random, message: WireMessage) -> WireMessage | None:
@@ -93,6 +93,8 @@ def impossible(rng: random.Random, message: WireMessage) -> WireMessage | None:
         choices.append(attrs.evolve(message, configuration=()))
         choices.append(attrs.evolve(message, last_included_term=message.term + 1))
         choices.append(attrs.evolve(message, last_included_index=0))
+        choices.append(attrs.evolve(message, size=message.offset + len(message.data) - 1))
+        choices.append(attrs.evolve(message, checksum=b"short"))
     elif isinstance(message, RequestVote | PreVote):
         choices.append(attrs.evolve(message, candidate_id=_other(message)))
         choices.append(attrs.evolve(message, last_log_term=message.term + 1))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
-from attrs import define, frozen
+from attrs import Factory, define, field, frozen
 
 from generated.raft_fsm import Entry, Role, WireMessage
 
@@ -20,12 +21,14 @@ class HardState:
 
 @frozen
 class Snapshot:
-    """A state-machine snapshot covering the log up to (index, term)."""
+    """A state-machine snapshot covering the log up to (index, term); `checksum` is the
+    SHA-256 of `data` (computed when not given)."""
 
     index: int
     term: int
     configuration: tuple[str, ...]
     data: bytes
+    checksum: bytes = field(default=Factory(lambda self: hashlib.sha256(self.data).digest(), takes_self=True))
 
 
 @frozen

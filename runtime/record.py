@@ -32,6 +32,8 @@ class Peer:
     recent_active: bool = False
     stalled: bool = False
     snapshot: Snapshot | None = None
+    transfer_id: int = 0
+    """The id of the snapshot transfer to this peer in progress (see consensus.compaction)."""
     snapshot_wait: int = 0
     snapshot_acked: int = 0
     snapshot_sent: int = 0

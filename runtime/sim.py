@@ -504,12 +504,18 @@ class Simulation:
         index, _ = self.propose(b"liveness-probe")
         # plus the time to ship what the slowest node lacks, at the configured batch and
         # window sizes (one round trip per window)
+        config = self.config
         lag = index - min(n.core.last_applied for n in self.nodes.values())
-        per_round_trip = self.config.max_entries_per_message * self.config.max_inflight
-        deadline = self.now + bound + (lag // per_round_trip + 1) * (2 * self.latency + 1)
+        round_trips = lag // (config.max_entries_per_message * config.max_inflight) + 1
+        snapshot = self.nodes[self.leader() or self.ids[0]].core._consensus.snapshot
+        if snapshot is not None:  # a laggard may need the snapshot, a window of chunks per round trip
+            round_trips += len(snapshot.data) // (max(1, config.max_bytes_per_message) * config.max_inflight) + 1
+        allowed = bound + round_trips * (2 * self.latency + 1)
+        deadline = self.now + allowed
         while not all(n.core.last_applied >= index for n in self.nodes.values()):
             if self.now >= deadline:
-                self.violation("liveness", f"proposal at {index} not applied everywhere within {bound} ticks")
+                self.violation("liveness", f"proposal at {index} not applied everywhere within {allowed} ticks "
+                               f"({bound} + {round_trips} round trips to ship what the slowest node lacks)")
             self.step_tick()
         for index, data in self.acknowledged.items():
             for node in self.nodes.values():

@@ -69,7 +69,8 @@ def append_entries(entries: int = 4) -> AppendEntries:
 def install_snapshot() -> InstallSnapshot:
     return InstallSnapshot(
         msg_id=1, sender="n1", receiver="n2", term=4, leader_id="n1", last_included_index=100,
-        last_included_term=3, configuration=("n1", "n2", "n3"), offset=0, data=b"state", done=True,
+        last_included_term=3, configuration=("n1", "n2", "n3"), transfer_id=1, size=5, checksum=bytes(32),
+        offset=0, data=b"state", done=True,
     )
 
 
@@ -174,7 +175,7 @@ MALFORMED = [
     ("int for bool", tampered(RequestVoteReply(1, "n2", "n1", 5, True), (5,), 1),
      "RequestVoteReply.vote_granted: expected bool, got int 1"),
     ("bytes for str", tampered(request_vote(), (2,), b"n1"), "RequestVote.sender: expected str, got bytes b'n1'"),
-    ("str for bytes", tampered(install_snapshot(), (10,), "state"), "InstallSnapshot.data: expected bytes, got str 'state'"),
+    ("str for bytes", tampered(install_snapshot(), (13,), "state"), "InstallSnapshot.data: expected bytes, got str 'state'"),
     ("map for int", tampered(request_vote(), (4,), {"a": 1}), "RequestVote.term: expected int, got dict {'a': 1}"),
     ("ext for int", tampered(request_vote(), (4,), msgpack.ExtType(5, b"xx")),
      "RequestVote.term: expected int, got ExtType ExtType(code=5, data=b'xx')"),

@@ -154,16 +154,18 @@ def test_impossible_append_entries_are_dropped() -> None:
 
 def test_impossible_snapshots_and_votes_are_dropped() -> None:
     core = follower_with_commit()
-    chunk = InstallSnapshot(1, "n1", "n2", 2, "n1", 4, 2, THREE, 0, b"data", False)
+    chunk = InstallSnapshot(1, "n1", "n2", 2, "n1", 4, 2, THREE, 1, 10, bytes(32), 0, b"data", False)
     limit = Config().max_snapshot_bytes
-    assert_dropped(core, attrs.evolve(chunk, offset=limit), "over the limit")
+    assert_dropped(core, attrs.evolve(chunk, size=limit + 1), "over the limit")
+    assert_dropped(core, attrs.evolve(chunk, offset=8), "beyond the snapshot's 10 bytes")
+    assert_dropped(core, attrs.evolve(chunk, checksum=b"x"), "is not a SHA-256")
     assert_dropped(core, attrs.evolve(chunk, configuration=()), "is empty or repeats")
     assert_dropped(core, attrs.evolve(chunk, last_included_term=3), "above the leader's term")
     assert_dropped(core, attrs.evolve(chunk, last_included_index=3, last_included_term=1), "conflicts")
     assert_dropped(core, attrs.evolve(vote_req("n3", "n2", 3, 4, 2), candidate_id="n1"), "is not the sender")
     assert_dropped(core, vote_req("n3", "n2", 3, 4, 4), "above the election's term")
     leader = make_leader()
-    reply = InstallSnapshotReply(1, "n2", "n1", leader.term, 10**6, 0, True)
+    reply = InstallSnapshotReply(1, "n2", "n1", leader.term, 10**6, 1, 0, True)
     assert_dropped(leader, reply, "beyond what was sent")
 
 
@@ -243,7 +245,7 @@ def test_a_silent_follower_gets_one_probe_not_a_megabyte_per_heartbeat() -> None
 
 def test_an_unfinished_incoming_snapshot_is_dropped_on_a_new_term_and_after_a_timeout() -> None:
     core = follower_with_commit()
-    chunk = InstallSnapshot(1, "n1", "n2", 2, "n1", 40, 2, THREE, 0, b"partial", False)
+    chunk = InstallSnapshot(1, "n1", "n2", 2, "n1", 40, 2, THREE, 1, 100, bytes(32), 0, b"partial", False)
     assert core.step(chunk) is None
     assert core._consensus._snapshot_stream is not None
     core.step(append("n3", "n2", 3, 4, 2))  # a new leader, a new term
@@ -276,9 +278,9 @@ def _message(receiver: str) -> st.SearchStrategy[WireMessage]:
         envelope(PreVoteReply, st.booleans()),
         envelope(AppendEntries, _ids, _ints, _ints, _entries, _ints, _ints),
         envelope(AppendEntriesReply, st.booleans(), _ints, _ints, _ints, _ints, _ints),
-        envelope(InstallSnapshot, _ids, _ints, _ints, st.lists(_ids, max_size=3).map(tuple), _ints,
-                 st.binary(max_size=8), st.booleans()),
-        envelope(InstallSnapshotReply, _ints, _ints, st.booleans()),
+        envelope(InstallSnapshot, _ids, _ints, _ints, st.lists(_ids, max_size=3).map(tuple), _ints, _ints,
+                 st.binary(min_size=32, max_size=32), _ints, st.binary(max_size=8), st.booleans()),
+        envelope(InstallSnapshotReply, _ints, _ints, _ints, st.booleans()),
     )
 
 
@@ -314,7 +316,7 @@ def test_mutated_real_messages_are_always_invalid() -> None:
     samples: list[WireMessage] = [
         append("n1", "n2", 2, 4, 2, [Entry(2, 5, EntryKind.data, b"x")]),
         vote_req("n3", "n2", 3, 4, 2),
-        InstallSnapshot(1, "n1", "n2", 2, "n1", 4, 2, THREE, 0, b"d", True),
+        InstallSnapshot(1, "n1", "n2", 2, "n1", 4, 2, THREE, 1, 1, bytes(32), 0, b"d", True),
         PreVote(1, "n3", "n2", 3, "n3", 4, 2),
     ]
     for _ in range(200):

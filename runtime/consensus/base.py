@@ -8,6 +8,7 @@ concern calls on another are declared here, so each module type-checks on its ow
 
 from __future__ import annotations
 
+import hashlib
 import random
 
 from generated.raft_fsm import FatalError, WireMessage
@@ -38,8 +39,13 @@ class ConsensusBase:
         self.received_snapshot: Snapshot | None = None
         """A snapshot installed from the leader and not yet handed to the driver."""
         self._snapshot_chunks = bytearray()
-        self._snapshot_stream: tuple[int, int] | None = None
-        """(index, term) of the snapshot whose chunks are in _snapshot_chunks."""
+        self._snapshot_stream: tuple[int, int, int] | None = None
+        """(leader term, index, transfer id) of the transfer whose bytes are in _snapshot_chunks."""
+        self._snapshot_ahead: dict[int, bytes] = {}
+        """Chunks of that transfer that arrived ahead of a gap, by offset."""
+        self._snapshot_hash = hashlib.sha256()
+        self.transfers = 0
+        """Snapshot transfers this node started as leader (the next transfer id)."""
         self._snapshot_idle = 0
         """Ticks since the last chunk of the unfinished incoming snapshot."""
         self.ticks = 0
@@ -73,6 +79,7 @@ class ConsensusBase:
         a transfer that never finishes must not hold its memory for ever."""
         self._snapshot_stream = None
         self._snapshot_chunks = bytearray()
+        self._snapshot_ahead = {}
         self._snapshot_idle = 0
 
     def age_incoming_snapshot(self) -> None:

@@ -128,9 +128,13 @@ class Validation(ConsensusBase):
                     f"({message.last_included_index}, {message.last_included_term})")
         if message.last_included_term > message.term:
             return f"last_included_term {message.last_included_term} is above the leader's term {message.term}"
+        if message.size > self.config.max_snapshot_bytes:
+            return f"a snapshot of {message.size} bytes is over the limit of {self.config.max_snapshot_bytes}"
         end = message.offset + len(message.data)
-        if end > self.config.max_snapshot_bytes:
-            return f"snapshot chunk ends at byte {end}, over the limit of {self.config.max_snapshot_bytes}"
+        if end > message.size:
+            return f"chunk ends at byte {end}, beyond the snapshot's {message.size} bytes"
+        if len(message.checksum) != 32:
+            return f"checksum of {len(message.checksum)} bytes is not a SHA-256"
         voters = message.configuration
         if not voters or len(set(voters)) != len(voters):
             return f"configuration {list(voters)!r} is empty or repeats a node"
