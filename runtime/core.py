@@ -75,12 +75,17 @@ class RaftCore:
         snapshot = None
         if state is not None:
             snapshot = state.snapshot
-            offset, snapshot_term = (snapshot.index, snapshot.term) if snapshot else (0, 0)
-            record.log = RaftLog(state.entries, offset, snapshot_term)
+            applied, snapshot_term = (snapshot.index, snapshot.term) if snapshot else (0, 0)
+            entries = state.entries
+            if entries and entries[0].index <= applied:
+                # a trailing log kept after the snapshot: its first entry is the anchor
+                record.log = RaftLog(entries[1:], entries[0].index, entries[0].term)
+            else:
+                record.log = RaftLog(entries, applied, snapshot_term)
             record.current_term = state.hard_state.term
             record.voted_for = state.hard_state.vote
-            record.commit_index = max(state.hard_state.commit, offset)
-            record.last_applied = offset
+            record.commit_index = max(state.hard_state.commit, applied)
+            record.last_applied = applied
         self.record = record
         self._consensus = handlers(record, self.config, voters)
         self._consensus.snapshot = snapshot
@@ -225,17 +230,37 @@ class RaftCore:
         """The driver could not persist or apply: move to the error role for good."""
         self._fire(Event.fatal_error, FatalError(reason))
 
-    def compact(self, index: int, data: bytes) -> Snapshot:
+    def compact(
+        self, index: int, data: bytes, *, trailing: int = 0, trailing_bytes: int | None = None,
+        checksum: bytes | None = None,
+    ) -> Snapshot:
         """The application snapshotted its state at `index` (<= last_applied): drop the
-        log up to there. The driver stores the returned snapshot (storage.compact)."""
+        log up to there, keeping up to `trailing` entries (and at most `trailing_bytes` of
+        their data) before `index` so that followers a little behind catch up from the log.
+        The driver stores the returned snapshot with `storage.compact(snapshot, log.first_index)`.
+        `checksum` (the SHA-256 of `data`) may be given when computed off the event loop."""
         record = self.record
+        log = record.log
         if index > record.last_applied:
             raise ValueError(f"cannot compact to {index}: only {record.last_applied} is applied")
-        term = record.log.term_at(index)
-        if term is None:
-            raise ValueError(f"cannot compact to {index}: the log starts after {record.log.offset}")
-        snapshot = Snapshot(index, term, self.voters, data)
-        record.log.compact(index)
+        term = log.term_at(index)
+        if term is None or index < log.offset:
+            raise ValueError(f"cannot compact to {index}: the log starts after {log.offset}")
+        if checksum is None:
+            snapshot = Snapshot(index, term, self.voters, data)
+        else:
+            snapshot = Snapshot(index, term, self.voters, data, checksum)
+        cut = max(log.offset, index - trailing)
+        if trailing_bytes is not None:
+            kept = 0
+            position = index
+            while position > cut:
+                kept += len(log.entry(position).data)
+                if kept > trailing_bytes:
+                    break
+                position -= 1
+            cut = position
+        log.compact(cut)
         self._consensus.snapshot = snapshot
         return snapshot
 

@@ -1,14 +1,17 @@
 """The in-memory view of a node's log (the seed's RaftNodeLog), after compaction.
 
-Indexes start at 1. Entries up to `offset` were compacted into a snapshot whose last
-entry had term `snapshot_term`. `stable` is the last index the driver has persisted;
-entries after it are handed out by `unstable()` in the next Ready.
+Indexes start at 1. Entries up to `offset` were compacted away; `snapshot_term` is the
+term of the entry at `offset` (the log's anchor for consistency checks). The snapshot a
+node holds may cover more than that: compaction keeps a trailing log after the snapshot's
+index so that followers a little behind catch up from entries, not a whole snapshot.
+`stable` is the last index the driver has persisted; entries after it are handed out by
+`unstable()` in the next Ready. `bytes` is the size of the entries' data in memory.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from generated.raft_fsm import Entry
 
@@ -18,7 +21,7 @@ class LogCompacted(LookupError):
 
 
 class RaftLog:
-    __slots__ = ("entries", "offset", "snapshot_term", "stable")
+    __slots__ = ("bytes", "entries", "offset", "snapshot_term", "stable")
 
     def __init__(
         self, entries: Iterable[Entry] = (), offset: int = 0, snapshot_term: int = 0
@@ -27,6 +30,7 @@ class RaftLog:
         self.offset = offset
         self.snapshot_term = snapshot_term
         self.stable = offset + len(self.entries)
+        self.bytes = sum(len(entry.data) for entry in self.entries)
         for position, entry in enumerate(self.entries, start=offset + 1):
             if entry.index != position:
                 raise ValueError(f"log entry at position {position} has index {entry.index}")
@@ -67,13 +71,17 @@ class RaftLog:
 
     def append(self, entry: Entry) -> None:
         self.entries.append(entry)
+        self.bytes += len(entry.data)
 
-    def extend(self, entries: Iterable[Entry]) -> None:
+    def extend(self, entries: Sequence[Entry]) -> None:
         self.entries.extend(entries)
+        self.bytes += sum(len(entry.data) for entry in entries)
 
     def truncate_after(self, index: int) -> None:
         """Drop every entry with an index greater than `index` (a conflicting suffix)."""
-        del self.entries[index - self.offset :]
+        position = index - self.offset
+        self.bytes -= sum(len(entry.data) for entry in self.entries[position:])
+        del self.entries[position:]
         if self.stable > index:
             self.stable = index
 
@@ -92,13 +100,16 @@ class RaftLog:
         term = self.term_at(index)
         if term is None:
             raise ValueError(f"cannot compact to {index}: the log ends at {self.last_index}")
-        del self.entries[: index - self.offset]
+        position = index - self.offset
+        self.bytes -= sum(len(entry.data) for entry in self.entries[:position])
+        del self.entries[:position]
         self.offset = index
         self.snapshot_term = term
 
     def restore(self, index: int, term: int) -> None:
         """Replace the whole log by a snapshot ending at (index, term)."""
         self.entries.clear()
+        self.bytes = 0
         self.offset = index
         self.snapshot_term = term
         self.stable = index

@@ -115,6 +115,9 @@ class RaftServer(Generic[CommandT, ResultT]):
         insecure_no_auth: bool = False,
         transport: Transport | None = None,
         snapshot_every: int = 10_000,
+        snapshot_every_bytes: int = 64 << 20,
+        trailing_log: int = 5_000,
+        trailing_bytes: int = 16 << 20,
         client_addresses: Mapping[str, str] | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
@@ -127,6 +130,11 @@ class RaftServer(Generic[CommandT, ResultT]):
         self.storage = storage
         self.tick_interval = tick_interval
         self.snapshot_every = snapshot_every
+        self.snapshot_every_bytes = snapshot_every_bytes
+        self.trailing_log = trailing_log
+        self.trailing_bytes = trailing_bytes
+        self._applied_bytes = 0
+        """Command bytes applied since the last snapshot (the byte trigger of compaction)."""
         self.client_addresses = dict(client_addresses or {})
         self.log = logger or logging.getLogger(f"raftfsm.server.{node_id}")
         base = config or DEFAULT_CONFIG
@@ -413,6 +421,7 @@ class RaftServer(Generic[CommandT, ResultT]):
                     ))
         waiters = self._waiters
         for entry in ready.committed_entries:
+            self._applied_bytes += len(entry.data)
             try:
                 applied = applier.apply(entry)
             except Exception as exc:
@@ -469,11 +478,20 @@ class RaftServer(Generic[CommandT, ResultT]):
 
     async def _maybe_compact(self) -> None:
         core = self.core
-        if not self.snapshot_every or core.last_applied - core.log.offset < self.snapshot_every:
+        snapshot = core._consensus.snapshot
+        since = core.last_applied - (snapshot.index if snapshot is not None else 0)
+        if since <= 0 or not (
+            (self.snapshot_every and since >= self.snapshot_every)
+            or (self.snapshot_every_bytes and self._applied_bytes >= self.snapshot_every_bytes)
+        ):
             return
-        snapshot = core.compact(core.last_applied, self.applier.snapshot())
+        snapshot = core.compact(core.last_applied, self.applier.snapshot(), trailing=self.trailing_log,
+                                trailing_bytes=self.trailing_bytes)
+        self._applied_bytes = 0
         try:
-            await asyncio.get_running_loop().run_in_executor(self._disk, self.storage.compact, snapshot)
+            await asyncio.get_running_loop().run_in_executor(
+                self._disk, self.storage.compact, snapshot, core.log.first_index
+            )
         except StorageError as exc:
             self._halt(str(exc))
 

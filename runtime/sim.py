@@ -24,9 +24,9 @@ from typing import Any
 
 import attrs
 import msgpack
-from attrs import define, field
+from attrs import define, field, frozen
 
-from generated.raft_fsm import Entry, EntryKind, Role, WireMessage
+from generated.raft_fsm import AppendEntries, Entry, EntryKind, Role, WireMessage
 from runtime.applier import Applied, Applier
 from runtime.consensus import Config, Consensus
 from runtime.core import RaftCore
@@ -143,6 +143,7 @@ class Simulation:
         handlers: type[Consensus] | dict[str, type[Consensus]] = Consensus,
         latency: int = 1,
         snapshot_every: int = 0,
+        trailing_log: int = 0,
     ) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
@@ -152,6 +153,7 @@ class Simulation:
         self.handlers = handlers
         self.latency = latency
         self.snapshot_every = snapshot_every
+        self.trailing_log = trailing_log
         self.now = 0
         self.faults = Faults()
         self.groups: list[frozenset[str]] | None = None
@@ -282,10 +284,16 @@ class Simulation:
             if forged:
                 self._forged.discard(id(message))
             if node.alive and (forged or self._connected(message.sender, message.receiver)):
+                core = node.core
+                before = (core.term, core.leader_id, core.log.last_index, core.log.last_term)
                 try:
-                    dropped = node.core.step(message)
+                    dropped = core.step(message)
                 except AssertionError as exc:
                     self.violation("internal consistency", f"{node.id} asserted while handling {message}: {exc}")
+                if type(message) is AppendEntries and message.term < before[0] \
+                        and (core.leader_id, core.log.last_index, core.log.last_term) != before[1:]:
+                    self.violation("§5.1 stale term", f"{node.id} (term {before[0]}) followed an AppendEntries of "
+                                   f"the term-{message.term} leader {message.sender}")
                 if forged:
                     if dropped is None or not (dropped.invalid or node.core.role is Role.error):
                         self.violation("validation", f"{node.id} accepted a forged or impossible message: {message}")
@@ -340,9 +348,10 @@ class Simulation:
             self._apply(node, ready)
             core.advance(ready)
             self._check_node(node, ready)
-            if self.snapshot_every and core.last_applied - core.log.offset >= self.snapshot_every:
-                snapshot = core.compact(core.last_applied, node.applier.snapshot())
-                node.disk.compact(snapshot)
+            last = core._consensus.snapshot
+            if self.snapshot_every and core.last_applied - (last.index if last else 0) >= self.snapshot_every:
+                snapshot = core.compact(core.last_applied, node.applier.snapshot(), trailing=self.trailing_log)
+                node.disk.compact(snapshot, core.log.first_index)
 
     def _apply(self, node: SimNode, ready: Ready) -> None:
         if ready.snapshot is not None:
@@ -480,6 +489,20 @@ class Simulation:
             if node.alive:
                 self._check_machine(node, node.core.last_applied)
 
+    def _round_trips(self, index: int) -> int:
+        """Round trips to bring the slowest node to `index`: its missing entries a window
+        of messages at a time (a message holds up to max_entries_per_message entries and
+        max_bytes_per_message bytes, at least one entry), plus a snapshot it may need, a
+        window of chunks at a time."""
+        config = self.config
+        per_message = max(1, min(config.max_entries_per_message, config.max_bytes_per_message // 48))
+        lag = max(0, index - min(n.core.last_applied for n in self.nodes.values()))
+        round_trips = lag // (per_message * config.max_inflight) + 1
+        snapshot = self.nodes[self.leader() or self.ids[0]].core._consensus.snapshot
+        if snapshot is not None:
+            round_trips += len(snapshot.data) // (max(1, config.max_bytes_per_message) * config.max_inflight) + 1
+        return round_trips
+
     def check_liveness(self, within: int | None = None) -> None:
         """After faults heal: a leader within a bound, every entry of its log committed
         (the no-op takes care of earlier terms), then a new proposal applied everywhere,
@@ -488,28 +511,26 @@ class Simulation:
         self.heal()
         for node_id in self.ids:
             self.restart(node_id)
-        deadline = self.now + bound
+        # Each phase may also take the time to ship what the slowest node lacks at the
+        # configured batch, byte and window sizes: one round trip per window of messages.
+        started = self.now
+        allowed = bound
         while True:
             leader_id = self.leader()
             if leader_id is not None:
                 core = self.nodes[leader_id].core
                 if core.commit_index == core.log.last_index:
                     break
-            if self.now >= deadline:
+            if leader_id is not None:
+                allowed = max(allowed, bound + self._round_trips(core.log.last_index) * (2 * self.latency + 1))
+            if self.now >= started + allowed:
                 state = "no leader"
                 if leader_id is not None:
                     state = f"leader {leader_id} at commit {core.commit_index} of {core.log.last_index}"
-                self.violation("liveness", f"{bound} ticks after the faults healed: {state}")
+                self.violation("liveness", f"{self.now - started} ticks after the faults healed: {state}")
             self.step_tick()
         index, _ = self.propose(b"liveness-probe")
-        # plus the time to ship what the slowest node lacks, at the configured batch and
-        # window sizes (one round trip per window)
-        config = self.config
-        lag = index - min(n.core.last_applied for n in self.nodes.values())
-        round_trips = lag // (config.max_entries_per_message * config.max_inflight) + 1
-        snapshot = self.nodes[self.leader() or self.ids[0]].core._consensus.snapshot
-        if snapshot is not None:  # a laggard may need the snapshot, a window of chunks per round trip
-            round_trips += len(snapshot.data) // (max(1, config.max_bytes_per_message) * config.max_inflight) + 1
+        round_trips = self._round_trips(index)
         allowed = bound + round_trips * (2 * self.latency + 1)
         deadline = self.now + allowed
         while not all(n.core.last_applied >= index for n in self.nodes.values()):
@@ -519,7 +540,8 @@ class Simulation:
             self.step_tick()
         for index, data in self.acknowledged.items():
             for node in self.nodes.values():
-                if index <= node.core.log.offset and index not in node.applied:
+                restored = node.core._consensus.snapshot
+                if restored is not None and index <= restored.index and index not in node.applied:
                     continue  # covered by a snapshot this incarnation restored
                 got = node.applied.get(index)
                 if got is None or got[1] != data:
@@ -615,13 +637,48 @@ class Nemesis:
             sim.trace.append(f"t={sim.now} faults {sim.faults}")
 
 
+@frozen
+class Setup:
+    """What one seed runs with: the node Config and the driver's compaction settings."""
+
+    config: Config
+    snapshot_every: int
+    trailing_log: int
+
+    def describe(self) -> str:
+        c = self.config
+        return (f"batch {c.max_entries_per_message}, window {c.max_inflight}, chunk {c.max_bytes_per_message} B, "
+                f"compaction every {self.snapshot_every or 'never'}, trailing log {self.trailing_log}, "
+                f"pre_vote {c.pre_vote}, check_quorum {c.check_quorum}")
+
+
+def random_setup(seed: int) -> Setup:
+    """A configuration drawn from the seed, so that a sweep exercises every code path:
+    one-entry and large batches, windows of 1 to 16, chunks of 8 bytes to 1 MiB,
+    compaction never to every 7 entries, with and without a trailing log."""
+    rng = random.Random(f"setup-{seed}")
+    config = Config(
+        election_ticks=10, heartbeat_ticks=rng.choice((1, 2, 3)),
+        max_entries_per_message=rng.choice((1, 4, 64, 512)),
+        max_bytes_per_message=rng.choice((8, 64, 1024, 1 << 20)),
+        max_inflight=rng.choice((1, 2, 4, 16)),
+        pre_vote=rng.random() < 0.8, check_quorum=rng.random() < 0.8,
+    )
+    return Setup(config, rng.choice((0, 7, 25, 100)), rng.choice((0, 0, 3, 20)))
+
+
 def run_seed(
     seed: int, nodes: int = 5, ticks: int = 2000, faults: Sequence[str] = ("all",),
-    handlers: type[Consensus] | dict[str, type[Consensus]] = Consensus, snapshot_every: int = 0,
-    config: Config | None = None, rate: float = 0.02,
+    handlers: type[Consensus] | dict[str, type[Consensus]] = Consensus, snapshot_every: int | None = 0,
+    config: Config | None = None, rate: float = 0.02, trailing_log: int = 0,
 ) -> Simulation:
-    """One nemesis run followed by the liveness check; raises InvariantViolation."""
-    sim = Simulation(nodes=nodes, seed=seed, handlers=handlers, snapshot_every=snapshot_every, config=config)
+    """One nemesis run followed by the liveness check; raises InvariantViolation. With
+    `config=None` and `snapshot_every=None` the seed draws its whole setup (`random_setup`)."""
+    if config is None and snapshot_every is None:
+        setup = random_setup(seed)
+        config, snapshot_every, trailing_log = setup.config, setup.snapshot_every, setup.trailing_log
+    sim = Simulation(nodes=nodes, seed=seed, handlers=handlers, snapshot_every=snapshot_every or 0, config=config,
+                     trailing_log=trailing_log)
     Nemesis(sim, faults, rate).run(ticks)
     sim.check_liveness()
     return sim
@@ -633,7 +690,9 @@ __all__ = [
     "ListStateMachine",
     "Nemesis",
     "Proposed",
+    "Setup",
     "SimNode",
     "Simulation",
+    "random_setup",
     "run_seed",
 ]

@@ -9,7 +9,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import TextIO
 
-from runtime.sim import InvariantViolation, run_seed
+from runtime.sim import InvariantViolation, random_setup, run_seed
 
 FAULT_KINDS = ("all", "partition", "crash", "reboot", "drop", "duplicate", "reorder", "delay", "forge", "none")
 
@@ -24,12 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--faults", default="all",
         help=f"comma-separated fault kinds: {', '.join(FAULT_KINDS)} (default all)",
     )
-    parser.add_argument("--snapshot-every", type=int, default=50,
-                        help="compact the log every N applied entries, 0 = never (default 50)")
+    parser.add_argument("--snapshot-every", type=int, default=None,
+                        help="compact the log every N applied entries, 0 = never (default: each seed draws "
+                             "its own batch, window, chunk size, compaction interval and trailing log)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes")
 
 
-def _one(job: tuple[int, int, int, tuple[str, ...], int]) -> tuple[int, str | None, int, int]:
+def _one(job: tuple[int, int, int, tuple[str, ...], int | None]) -> tuple[int, str | None, int, int]:
     seed, nodes, ticks, faults, snapshot_every = job
     try:
         sim = run_seed(seed, nodes=nodes, ticks=ticks, faults=faults, snapshot_every=snapshot_every)
@@ -89,6 +90,9 @@ def run(args: argparse.Namespace) -> int:
           f"{messages:>12,} {elapsed:>8.1f}")
     for seed, failure in failures[:5]:
         print(f"\nseed {seed}: {failure}")
+        every = "" if args.snapshot_every is None else f" --snapshot-every {args.snapshot_every}"
+        if args.snapshot_every is None:
+            print(f"setup: {random_setup(seed).describe()}")
         print(f"replay: raftfsm sim --nodes {args.nodes} --seed {seed} --ticks {args.ticks} "
-              f"--faults {args.faults} --snapshot-every {args.snapshot_every}")
+              f"--faults {args.faults}{every}")
     return 1 if failures else 0

@@ -246,9 +246,12 @@ class Replication(ConsensusBase):
         index = first
         entries = log.entries
         data_kind = EntryKind.data
+        size = 0
         for command in message.commands:
             entries.append(Entry(term, index, data_kind, command))
             index += 1
+            size += len(command)
+        log.bytes += size
         self.last_proposal = (first, index - 1, term)
         self.pending_broadcast = True
 

@@ -48,9 +48,11 @@ class Storage(Protocol):
         (if given) is saved."""
         ...
 
-    def compact(self, snapshot: Snapshot) -> None:
-        """Store `snapshot` and drop the entries it covers (index <= snapshot.index),
-        in one transaction."""
+    def compact(self, snapshot: Snapshot, log_from: int | None = None) -> None:
+        """Store `snapshot` and drop the entries before `log_from` (default: every entry
+        the snapshot covers, `snapshot.index + 1`), in one transaction. With a smaller
+        `log_from` a trailing log stays; `initial_state` then returns entries from
+        `log_from` on, the first of them at or below the snapshot's index."""
         ...
 
     def close(self) -> None: ...
@@ -100,13 +102,21 @@ def _check_int64(what: str, value: int, where: str = "") -> None:
         raise StorageError(f"{what} {value}{where} does not fit in a signed 64-bit integer; nothing was stored")
 
 
-def check_compaction(snapshot: Snapshot, snapshot_index: int, last_index: int) -> None:
+def check_compaction(
+    snapshot: Snapshot, log_from: int, snapshot_index: int, first_index: int, last_index: int
+) -> None:
     """A snapshot older than the stored one, or beyond the log, means the application and
-    the log disagree about what was applied; storing it would lose or invent entries."""
+    the log disagree about what was applied; storing it would lose or invent entries. The
+    log kept must start within the stored log and no later than just after the snapshot."""
     if snapshot.index < snapshot_index:
         raise ValueError(f"snapshot at {snapshot.index} is older than the stored one at {snapshot_index}")
     if snapshot.index > last_index:
         raise ValueError(f"snapshot at {snapshot.index} is beyond the last log entry {last_index}")
+    if not first_index <= log_from <= snapshot.index + 1:
+        raise ValueError(
+            f"a log kept from {log_from} must start within the stored {first_index}..{last_index} and at or "
+            f"before {snapshot.index + 1}"
+        )
 
 
 def describe_batch(entries: Sequence[Entry], hard_state: HardState | None, snapshot: Snapshot | None) -> str:

@@ -13,7 +13,7 @@ from runtime.storage.base import check_batch, check_compaction, check_storable
 
 class MemoryStorage:
     """Entries live in one list; position `i` holds index `offset + 1 + i`, where `offset`
-    is the index of the last snapshot (0 without one)."""
+    is the index before the first stored entry (the snapshot's, or less with a trailing log)."""
 
     __slots__ = ("_entries", "_hard_state", "_offset", "_snapshot")
 
@@ -42,11 +42,13 @@ class MemoryStorage:
         if hard_state is not None:
             self._hard_state = hard_state
 
-    def compact(self, snapshot: Snapshot) -> None:
-        check_compaction(snapshot, self._offset, self._offset + len(self._entries))
+    def compact(self, snapshot: Snapshot, log_from: int | None = None) -> None:
+        keep = snapshot.index + 1 if log_from is None else log_from
+        stored = self._snapshot.index if self._snapshot is not None else 0
+        check_compaction(snapshot, keep, stored, self._offset + 1, self._offset + len(self._entries))
         check_storable((), None, snapshot)
-        del self._entries[: snapshot.index - self._offset]
-        self._offset = snapshot.index
+        del self._entries[: keep - 1 - self._offset]
+        self._offset = keep - 1
         self._snapshot = snapshot
 
     def close(self) -> None:

@@ -182,6 +182,8 @@ class SqliteStorage:
         self._lock_fd: int | None = None
         self._connection: sqlite3.Connection | None = None
         self._snapshot_index = 0
+        self._first_index = 1
+        """The first stored entry's index (snapshot index + 1 without a trailing log)."""
         self._last_index = 0
         try:
             self._open(fsync)
@@ -343,12 +345,16 @@ class SqliteStorage:
         snapshot = reader.execute("SELECT idx FROM snapshot").fetchone()
         self._snapshot_index = snapshot[0] if snapshot else 0
         count, first, last = reader.execute("SELECT COUNT(*), MIN(idx), MAX(idx) FROM entries").fetchone()
-        # Indexes are unique (primary key), so count == last - first + 1 means no gaps.
-        if count and (first != self._snapshot_index + 1 or last - first + 1 != count):
+        # Indexes are unique (primary key), so count == last - first + 1 means no gaps. A
+        # trailing log may start before the snapshot's index, but must reach past it.
+        if count and (
+            not 1 <= first <= self._snapshot_index + 1 or last < self._snapshot_index or last - first + 1 != count
+        ):
             raise CorruptStorage(
                 f"{self.path} holds {count} log entries spanning {first}..{last} after a snapshot at"
                 f" {self._snapshot_index}; the log has a gap"
             )
+        self._first_index = first if count else self._snapshot_index + 1
         self._last_index = last if count else self._snapshot_index
 
     def _sync_directory(self) -> None:
@@ -384,7 +390,7 @@ class SqliteStorage:
         self, entries: Sequence[Entry], hard_state: HardState | None, snapshot: Snapshot | None
     ) -> None:
         connection = self._open_connection()
-        check_batch(entries, snapshot, self._snapshot_index + 1, self._last_index)
+        check_batch(entries, snapshot, self._first_index, self._last_index)
         check_storable(entries, hard_state, snapshot)
         if not entries and hard_state is None and snapshot is None:
             return  # an empty Ready: no transaction, no fsync
@@ -407,22 +413,25 @@ class SqliteStorage:
             raise self._failed(connection, error, doing, size) from error
         if snapshot is not None:
             self._snapshot_index = self._last_index = snapshot.index
+            self._first_index = snapshot.index + 1
         if entries:
             self._last_index = entries[-1].index
 
-    def compact(self, snapshot: Snapshot) -> None:
+    def compact(self, snapshot: Snapshot, log_from: int | None = None) -> None:
         connection = self._open_connection()
-        check_compaction(snapshot, self._snapshot_index, self._last_index)
+        keep = snapshot.index + 1 if log_from is None else log_from
+        check_compaction(snapshot, keep, self._snapshot_index, self._first_index, self._last_index)
         check_storable((), None, snapshot)
         try:
             connection.execute("BEGIN IMMEDIATE")
             self._save_snapshot(connection, snapshot)
-            connection.execute("DELETE FROM entries WHERE idx <= ?", (snapshot.index,))
+            connection.execute("DELETE FROM entries WHERE idx < ?", (keep,))
             connection.execute("COMMIT")
         except (sqlite3.Error, OSError) as error:
             doing = f"compacting the log up to {snapshot.index} in {self.path}"
             raise self._failed(connection, error, doing, len(snapshot.data)) from error
         self._snapshot_index = snapshot.index
+        self._first_index = keep
 
     def close(self) -> None:
         """Checkpoint and close the database, then release the directory lock. Safe to call
@@ -531,10 +540,14 @@ class SqliteStorage:
         self, rows: list[tuple[int, int, int, bytes, int]], snapshot: Snapshot | None
     ) -> list[Entry]:
         expected_first = snapshot.index + 1 if snapshot is not None else 1
-        if rows and (rows[0][0] != expected_first or rows[-1][0] - rows[0][0] + 1 != len(rows)):
+        # a trailing log kept after compaction starts earlier, but reaches the snapshot
+        if rows and (
+            not 1 <= rows[0][0] <= expected_first or rows[-1][0] < expected_first - 1
+            or rows[-1][0] - rows[0][0] + 1 != len(rows)
+        ):
             raise CorruptStorage(
                 f"{self.path} holds {len(rows)} log entries spanning {rows[0][0]}..{rows[-1][0]};"
-                f" expected a gap-free log from {expected_first}"
+                f" expected a gap-free log from {expected_first} (or a trailing log before it)"
             )
         kinds = _KINDS
         entries: list[Entry] = []
