@@ -37,3 +37,8 @@ class NodeHalted(RaftError):
 
 class NoLeader(RaftError, TimeoutError):
     """No leader became known within the time asked for."""
+
+
+class Overloaded(RaftError):
+    """The leader has too many commands pending (accepted and not yet answered); this one was
+    refused before it was proposed, so it was not applied. Retry later."""

@@ -19,7 +19,7 @@ from typing import Any, Generic
 from generated.raft_fsm import EntryKind, Role, WireMessage
 from runtime.consensus import Config
 from runtime.core import RaftCore, UnknownPeer
-from runtime.errors import NodeHalted, NoLeader, NotLeader, RaftError
+from runtime.errors import NodeHalted, NoLeader, NotLeader, Overloaded, RaftError
 from runtime.ready import Ready
 from runtime.statemachine import CommandT, ResultT, StateMachine
 from runtime.storage.base import Storage, StorageError
@@ -44,6 +44,13 @@ class OutcomeUnknown(ApplyTimeout):
 MAX_COMMAND_BYTES = 8 << 20
 """Larger commands are refused before they are proposed: every AppendEntries carrying one
 must fit the transport's frame limit (16 MiB), or replication of the log would stop."""
+
+
+DEFAULT_MAX_PENDING = 1024
+"""Commands a leader holds at most between `apply()` accepting them and answering them;
+beyond it `apply()` raises Overloaded before proposing."""
+DEFAULT_MAX_PENDING_BYTES = 64 << 20
+"""The same bound in encoded bytes (a single command is always admitted when none is pending)."""
 
 
 DEFAULT_CONFIG = Config(election_ticks=15, heartbeat_ticks=3)
@@ -71,6 +78,8 @@ class RaftServer(Generic[CommandT, ResultT]):
         snapshot_every: int = 10_000,
         client_addresses: Mapping[str, str] | None = None,
         logger: logging.Logger | None = None,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
     ) -> None:
         if node_id not in peers:
             raise ValueError(f"node {node_id!r} is not in the peer list {sorted(peers)}")
@@ -82,6 +91,10 @@ class RaftServer(Generic[CommandT, ResultT]):
         self.tick_interval = tick_interval
         self.snapshot_every = snapshot_every
         self.client_addresses = dict(client_addresses or {})
+        self.max_pending = max_pending
+        self.max_pending_bytes = max_pending_bytes
+        self._pending = 0
+        self._pending_bytes = 0
         self.log = logger or logging.getLogger(f"raftfsm.server.{node_id}")
         base = config or DEFAULT_CONFIG
         state = storage.initial_state()
@@ -163,14 +176,18 @@ class RaftServer(Generic[CommandT, ResultT]):
         """Replicate `command`, wait until it is committed and applied here, and return the
         state machine's result. Raises NotLeader (with the leader's address) on a follower,
         NodeHalted on a failed node, ProposalDropped, ApplyTimeout or its subclass OutcomeUnknown,
-        and ValueError for a command over MAX_COMMAND_BYTES."""
+        ValueError for a command over MAX_COMMAND_BYTES, and Overloaded when `max_pending`
+        commands (or `max_pending_bytes`) await their answer. NotLeader, ValueError (and any
+        error of `encode`) and Overloaded are raised before anything is proposed."""
         if self.core.role is not Role.leader:
             raise self._not_leader()
         data = self.state_machine.encode(command)
         if len(data) > MAX_COMMAND_BYTES:
             raise ValueError(f"command of {len(data)} bytes exceeds the limit of {MAX_COMMAND_BYTES} bytes")
+        self._admit(len(data))
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
+        self._hold(future, len(data))
         self._proposals.append((data, future))
         # one heap swept by the tick timer instead of a timer handle per request
         self._sequence += 1
@@ -178,6 +195,25 @@ class RaftServer(Generic[CommandT, ResultT]):
         self._wakeup.set()
         result: ResultT = await future
         return result
+
+    def _admit(self, size: int) -> None:
+        """Admission control: refuse a command beyond the pending bounds, before proposing it."""
+        if self._pending >= self.max_pending or (
+                self._pending and self._pending_bytes + size > self.max_pending_bytes):
+            raise Overloaded(f"node {self.node_id} has {self._pending} commands ({self._pending_bytes} bytes) "
+                             f"awaiting their answer, its limit ({self.max_pending} commands, "
+                             f"{self.max_pending_bytes} bytes); this one was not proposed")
+
+    def _hold(self, future: asyncio.Future[Any], size: int) -> None:
+        """Count `future`'s command as pending until it is answered (result, error or cancel)."""
+        self._pending += 1
+        self._pending_bytes += size
+
+        def answered(_: asyncio.Future[Any]) -> None:
+            self._pending -= 1
+            self._pending_bytes -= size
+
+        future.add_done_callback(answered)
 
     async def wait_for_leader(self, timeout: float = 5.0) -> str:
         """Wait until this node knows a leader; return its id. Raises `NoLeader` (a
