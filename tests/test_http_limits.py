@@ -112,6 +112,19 @@ def election_lines(cluster: LocalCluster, offsets: dict[str, int]) -> list[str]:
 
 
 # -- admission control ------------------------------------------------------------------------------------------
+class Alone:
+    """The transport of a one-node cluster: there is nobody to send to."""
+
+    async def start(self) -> None:
+        pass
+
+    def send(self, message: object) -> None:
+        raise AssertionError(f"a one-node cluster sent {message!r}")
+
+    async def stop(self) -> None:
+        pass
+
+
 class GatedStorage(MemoryStorage):
     """Persisting blocks while `gate` is closed: proposals stay pending, deterministically."""
 
@@ -132,7 +145,7 @@ def test_overloaded_is_raised_before_proposing_and_the_bound_is_released() -> No
         storage = GatedStorage()
         server: RaftServer[Put, KVResult] = RaftServer(
             "n1", {"n1": ("127.0.0.1", 0)}, KVStateMachine(), storage, cluster_id="t",  # type: ignore[arg-type]
-            max_pending=3, max_pending_bytes=1 << 20)
+            transport=Alone(), max_pending=3, max_pending_bytes=1 << 20)
         await server.start()
         try:
             async with asyncio.timeout(10):

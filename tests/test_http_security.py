@@ -6,7 +6,6 @@ speak both, and a node that exposes its API to the network without either warns.
 from __future__ import annotations
 
 import os
-import signal
 import ssl
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.cluster import LocalCluster, free_ports, http_json
+from runtime.cluster import LocalCluster, http_json
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "tok-3f9a1c7e5b2d4a6c8e0f1a3b5c7d9e1f"
@@ -97,39 +96,28 @@ def test_kv_and_status_commands_with_token_file_and_ca(cluster: LocalCluster) ->
 
 
 # -- the node's own checks --------------------------------------------------------------------------------------
-def run_node_until_serving(tmp_path: Path, *extra: str) -> str:
-    """Start a one-node cluster with `extra` flags, wait until it serves HTTP, stop it with
-    SIGTERM; return what it logged."""
-    raft_port, http_port = free_ports(2)
-    log = tmp_path / "node.log"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "runtime.cli", "node", "--id", "n1", "--listen", f"127.0.0.1:{raft_port}",
-             "--peers", f"n1=127.0.0.1:{raft_port}", "--data-dir", str(tmp_path / "data"),
-             "--http", f"0.0.0.0:{http_port}", "--no-fsync", *extra],
-            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    try:
-        deadline = time.monotonic() + 15
-        while "HTTP API on" not in log.read_text():
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.02)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(10) == 0
-    return log.read_text()
+def one_node(tmp_path: Path, *flags: str, token: str | None = None) -> LocalCluster:
+    """A one-node LocalCluster (whatever credentials its nodes need) with `flags` appended."""
+    return LocalCluster(tmp_path / "one", 1, fsync=False, node_args=flags, http_token=token)
+
+
+def log_of_a_node_serving_on_all_interfaces(tmp_path: Path, token: str | None = None) -> str:
+    cluster = one_node(tmp_path, token=token)
+    port = cluster.http_addresses["n1"].rpartition(":")[2]
+    cluster.node_args = ["--http", f"0.0.0.0:{port}"]  # the last --http wins
+    with cluster:
+        cluster.wait_until_serving(timeout=15)
+    assert cluster.processes["n1"].returncode == 0
+    return cluster.log_path("n1").read_text()
 
 
 def test_a_node_warns_when_its_api_is_open_to_the_network(tmp_path: Path) -> None:
-    text = run_node_until_serving(tmp_path)
+    text = log_of_a_node_serving_on_all_interfaces(tmp_path)
     assert "WARNING" in text and "without TLS or a token" in text, text
 
 
 def test_no_warning_with_a_token(tmp_path: Path) -> None:
-    token = tmp_path / "token"
-    token.write_text(TOKEN + "\n")
-    text = run_node_until_serving(tmp_path, "--http-token-file", str(token))
+    text = log_of_a_node_serving_on_all_interfaces(tmp_path, token=TOKEN)
     assert "without TLS or a token" not in text and "bearer token required" in text, text
 
 
@@ -145,6 +133,11 @@ def test_no_warning_with_a_token(tmp_path: Path) -> None:
 def test_bad_http_flags_are_one_line_errors(tmp_path: Path, flags: list[str], words: str) -> None:
     (tmp_path / "empty").write_text("  \n")
     flags = [str(tmp_path / f) if f in ("empty", "missing", "missing.pem", "missing.key") else f for f in flags]
-    run = raftfsm("node", "--id", "n1", "--listen", "127.0.0.1:7001", "--peers", "n1=127.0.0.1:7001",
-                  "--data-dir", str(tmp_path / "data"), *flags, timeout=20)
-    assert run.returncode == 2 and run.stderr.count("\n") == 1 and words in run.stderr, run.stderr
+    cluster = one_node(tmp_path, *flags)
+    try:
+        cluster.start()
+        assert cluster.processes["n1"].wait(20) == 2
+    finally:
+        cluster.stop()
+    lines = cluster.log_path("n1").read_text().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("raftfsm node: ") and words in lines[0], lines
