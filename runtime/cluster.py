@@ -5,8 +5,10 @@ Layout of the base directory:
 
     data/<id>/     each node's data directory (raft.db)
     logs/<id>.log  each node's stderr and stdout
-    certs/         the development CA and node certificates (tls=True)
-    secret         the cluster secret, mode 0600 (otherwise)
+    certs/         the development CA and node certificates (tls=True), and the nodes'
+                   HTTPS certificates http-<id>.pem/.key (http_tls=True)
+    http-token     the bearer token every HTTP request needs (http_token=...)
+    secret         the cluster secret, mode 0600 (unless tls=True)
 
 The HTTP helpers here are synchronous (urllib): the callers are scripts and tests.
 """
@@ -19,13 +21,14 @@ import os
 import resource
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -55,13 +58,14 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
 
 def http_json(
     method: str, url: str, body: bytes | None = None, *, timeout: float = 2.0,
-    headers: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None, context: ssl.SSLContext | None = None,
 ) -> tuple[int, dict[str, Any], dict[str, str]]:
     """One HTTP request; returns (status, decoded JSON body, headers). HTTP error statuses are
-    returned, not raised; connection failures raise OSError (urllib.error.URLError is one)."""
+    returned, not raised; connection failures raise OSError (urllib.error.URLError is one).
+    `context` verifies an https:// server."""
     request = urllib.request.Request(url, data=body, method=method, headers=dict(headers or {}))
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
             status, raw, got = response.status, response.read(), dict(response.headers.items())
     except urllib.error.HTTPError as error:
         status, raw, got = error.code, error.read(), dict(error.headers.items())
@@ -75,7 +79,9 @@ def http_json(
 
 class LocalCluster:
     """`nodes` node processes `n1..nN` under `base_dir`. Ports default to free ones picked at
-    start; give `base_port`/`http_base_port` for fixed ones (n1 gets the base port)."""
+    start; give `base_port`/`http_base_port` for fixed ones (n1 gets the base port).
+    `http_tls` serves the HTTP API over HTTPS (certificates from the development CA);
+    `http_token` requires that bearer token; `node_args` are appended to every node's command."""
 
     def __init__(
         self,
@@ -90,6 +96,9 @@ class LocalCluster:
         cluster_id: str = "raftfsm",
         python: str = sys.executable,
         log_level: str = "info",
+        http_tls: bool = False,
+        http_token: str | None = None,
+        node_args: Sequence[str] = (),
     ) -> None:
         if nodes < 1:
             raise ValueError("a cluster needs at least one node")
@@ -101,6 +110,9 @@ class LocalCluster:
         self.cluster_id = cluster_id
         self.python = python
         self.log_level = log_level
+        self.http_tls = http_tls
+        self.http_token = http_token
+        self.node_args = list(node_args)
         raft_ports = ([base_port + i for i in range(nodes)] if base_port is not None
                       else free_ports(nodes, host))
         http_ports = ([http_base_port + i for i in range(nodes)] if http_base_port is not None
@@ -126,7 +138,28 @@ class LocalCluster:
         return self.base_dir / "secret"
 
     def http_url(self, node_id: str) -> str:
-        return f"http://{self.http_addresses[node_id]}"
+        return f"{'https' if self.http_tls else 'http'}://{self.http_addresses[node_id]}"
+
+    @property
+    def token_file(self) -> Path:
+        return self.base_dir / "http-token"
+
+    def http_context(self) -> ssl.SSLContext | None:
+        """What verifies the nodes' HTTPS certificates (None without http_tls)."""
+        return ssl.create_default_context(cafile=str(self.certs_dir / "ca.pem")) if self.http_tls else None
+
+    def http_headers(self, headers: Mapping[str, str] | None = None) -> dict[str, str]:
+        """`headers` plus the bearer token, if the cluster has one."""
+        result = dict(headers or {})
+        if self.http_token is not None:
+            result.setdefault("Authorization", f"Bearer {self.http_token}")
+        return result
+
+    def http(self, method: str, node_id: str, path: str, body: bytes | None = None, *, timeout: float = 2.0,
+             headers: Mapping[str, str] | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """`http_json` against one node, with the cluster's token and CA."""
+        return http_json(method, f"{self.http_url(node_id)}{path}", body, timeout=timeout,
+                         headers=self.http_headers(headers), context=self.http_context())
 
     def command(self, node_id: str) -> list[str]:
         """The `raftfsm node` command line of one node."""
@@ -148,7 +181,13 @@ class LocalCluster:
             command += ["--secret-file", str(self.secret_file)]
         if not self.fsync:
             command.append("--no-fsync")
-        return command
+        if self.http_tls:
+            certs = self.certs_dir
+            command += ["--http-tls-cert", str(certs / f"http-{node_id}.pem"),
+                        "--http-tls-key", str(certs / f"http-{node_id}.key"), "--http-tls-ca", str(certs / "ca.pem")]
+        if self.http_token is not None:
+            command += ["--http-token-file", str(self.token_file)]
+        return command + self.node_args
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -167,6 +206,13 @@ class LocalCluster:
             from runtime.transport.auth import write_secret
 
             write_secret(self.secret_file)
+        if self.http_tls and not (self.certs_dir / f"http-{self.ids[-1]}.pem").exists():
+            make_http_certs(self.certs_dir, self.ids, [self.host, "localhost"])
+        if self.http_token is not None:
+            self.base_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(self.http_token + "\n")
 
     def start_node(self, node_id: str, file_size_limit: int | None = None) -> subprocess.Popen[bytes]:
         """Start one node (making the cluster's certificates or secret first if they are
@@ -261,7 +307,7 @@ class LocalCluster:
     def status(self, node_id: str, timeout: float = 1.0) -> dict[str, Any] | None:
         """The node's /status, or None if it does not answer."""
         try:
-            code, body, _ = http_json("GET", f"{self.http_url(node_id)}/status", timeout=timeout)
+            code, body, _ = self.http("GET", node_id, "/status", timeout=timeout)
         except OSError:
             return None
         return body if code == 200 else None
@@ -333,12 +379,12 @@ class LocalCluster:
 
     # -- the key-value API ---------------------------------------------------------------------
     def put(self, node_id: str, key: str, value: str, timeout: float = 6.0) -> tuple[int, dict[str, Any]]:
-        code, body, _ = http_json("PUT", f"{self.http_url(node_id)}/kv/{_quote(key)}", value.encode(),
-                                  timeout=timeout, headers={"Content-Type": "text/plain; charset=utf-8"})
+        code, body, _ = self.http("PUT", node_id, f"/kv/{_quote(key)}", value.encode(), timeout=timeout,
+                                  headers={"Content-Type": "text/plain; charset=utf-8"})
         return code, body
 
     def get(self, node_id: str, key: str, timeout: float = 6.0) -> tuple[int, dict[str, Any]]:
-        code, body, _ = http_json("GET", f"{self.http_url(node_id)}/kv/{_quote(key)}", timeout=timeout)
+        code, body, _ = self.http("GET", node_id, f"/kv/{_quote(key)}", timeout=timeout)
         return code, body
 
 
@@ -351,3 +397,45 @@ def _limit_file_size(limit: int) -> None:
 
 def _quote(key: str) -> str:
     return urllib.parse.quote(key, safe="")
+
+
+def make_http_certs(certs_dir: str | os.PathLike[str], node_ids: Iterable[str], hosts: Iterable[str]) -> None:
+    """Development HTTPS certificates http-<id>.pem/.key in `certs_dir`, signed by the development
+    CA there (made if missing, as `raftfsm certs` does) and naming every host in `hosts` (IP
+    addresses or DNS names) and the node id, so that clients verify them with ca.pem."""
+    import datetime
+    import ipaddress
+
+    from runtime.certs import NODE_VALIDITY, _crypto, _key_pem, _load_or_make_ca, _write
+
+    crypto = _crypto()
+    x509 = crypto.x509
+    out = Path(certs_dir)
+    now = datetime.datetime.now(datetime.UTC)
+    ca, ca_key = _load_or_make_ca(crypto, out, now)
+    names: list[Any] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    for node_id in node_ids:
+        key = crypto.ec.generate_private_key(crypto.ec.SECP256R1())
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(crypto.NameOID.COMMON_NAME, node_id)]))
+            .issuer_name(ca.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + NODE_VALIDITY)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.SubjectAlternativeName([*names, x509.DNSName(node_id)]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([crypto.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                           critical=False)
+            .sign(ca_key, crypto.hashes.SHA256())
+        )
+        _write(out / f"http-{node_id}.key", _key_pem(crypto, key), private=True)
+        _write(out / f"http-{node_id}.pem", certificate.public_bytes(crypto.serialization.Encoding.PEM),
+               private=False)

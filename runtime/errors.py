@@ -51,3 +51,8 @@ class SessionExpired(RaftError):
 
 class StaleCommand(RaftError):
     """The client acknowledged this sequence number already, so its answer is forgotten."""
+
+
+class Overloaded(RaftError):
+    """The leader has too many commands pending (accepted and not yet answered); this one was
+    refused before it was proposed, so it was not applied. Retry later."""

@@ -22,7 +22,7 @@ from generated.raft_fsm import Role, WireMessage
 from runtime.applier import Applier
 from runtime.consensus import Config
 from runtime.core import Dropped, RaftCore
-from runtime.errors import NodeHalted, NoLeader, NotLeader, RaftError
+from runtime.errors import NodeHalted, NoLeader, NotLeader, Overloaded, RaftError
 from runtime.ready import Ready
 from runtime.sessions import encode_command, encode_register
 from runtime.statemachine import CommandT, ResultT, StateMachine
@@ -61,6 +61,13 @@ must fit the transport's frame limit (16 MiB), or replication of the log would s
 def _now_ms() -> int:
     """The leader's clock as written into entries (session activity and expiry)."""
     return time.time_ns() // 1_000_000
+
+
+DEFAULT_MAX_PENDING = 1024
+"""Commands a leader holds at most between `apply()` accepting them and answering them;
+beyond it `apply()` raises Overloaded before proposing."""
+DEFAULT_MAX_PENDING_BYTES = 64 << 20
+"""The same bound in encoded bytes (a single command is always admitted when none is pending)."""
 
 
 DEFAULT_CONFIG = Config(election_ticks=15, heartbeat_ticks=3)
@@ -120,6 +127,8 @@ class RaftServer(Generic[CommandT, ResultT]):
         trailing_bytes: int = 16 << 20,
         client_addresses: Mapping[str, str] | None = None,
         logger: logging.Logger | None = None,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
     ) -> None:
         if node_id not in peers:
             raise ValueError(f"node {node_id!r} is not in the peer list {sorted(peers)}")
@@ -136,6 +145,10 @@ class RaftServer(Generic[CommandT, ResultT]):
         self._applied_bytes = 0
         """Command bytes applied since the last snapshot (the byte trigger of compaction)."""
         self.client_addresses = dict(client_addresses or {})
+        self.max_pending = max_pending
+        self.max_pending_bytes = max_pending_bytes
+        self._pending = 0
+        self._pending_bytes = 0
         self.log = logger or logging.getLogger(f"raftfsm.server.{node_id}")
         base = config or DEFAULT_CONFIG
         state = storage.initial_state()
@@ -240,7 +253,10 @@ class RaftServer(Generic[CommandT, ResultT]):
         node, CommandRejected if the state machine refused it (nothing changed),
         SessionExpired / StaleCommand for a bad session, ProposalDropped (not applied),
         ApplyTimeout or its subclass OutcomeUnknown (may be applied), and ValueError for a
-        command over MAX_COMMAND_BYTES."""
+        command over MAX_COMMAND_BYTES.
+
+        Raises Overloaded before proposing when `max_pending` commands (or
+        `max_pending_bytes`) await their answer."""
         if self.core.role is not Role.leader:
             raise self._not_leader()
         data = self.state_machine.encode(command)
@@ -254,6 +270,7 @@ class RaftServer(Generic[CommandT, ResultT]):
             if client < 1 or sequence < 1 or not 1 <= ack <= sequence:
                 raise ValueError(f"session {session!r}: need client >= 1, sequence >= 1, 1 <= ack <= sequence")
             payload = encode_command(data, _now_ms(), client, sequence, ack)
+        self._admit(len(payload))
         result: ResultT = await self._propose(payload, timeout)
         return result
 
@@ -268,6 +285,7 @@ class RaftServer(Generic[CommandT, ResultT]):
     async def _propose(self, payload: bytes, timeout: float, registration: bool = False) -> Any:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
+        self._hold(future, len(payload))
         self._proposals.append((payload, future, registration))
         self._deadline(loop, future, timeout)
         self._wakeup.set()
@@ -293,6 +311,25 @@ class RaftServer(Generic[CommandT, ResultT]):
         self._wakeup.set()
         result: ResultT = await future
         return result
+
+    def _admit(self, size: int) -> None:
+        """Admission control: refuse a command beyond the pending bounds, before proposing it."""
+        if self._pending >= self.max_pending or (
+                self._pending and self._pending_bytes + size > self.max_pending_bytes):
+            raise Overloaded(f"node {self.node_id} has {self._pending} commands ({self._pending_bytes} bytes) "
+                             f"awaiting their answer, its limit ({self.max_pending} commands, "
+                             f"{self.max_pending_bytes} bytes); this one was not proposed")
+
+    def _hold(self, future: asyncio.Future[Any], size: int) -> None:
+        """Count `future`'s command as pending until it is answered (result, error or cancel)."""
+        self._pending += 1
+        self._pending_bytes += size
+
+        def answered(_: asyncio.Future[Any]) -> None:
+            self._pending -= 1
+            self._pending_bytes -= size
+
+        future.add_done_callback(answered)
 
     async def wait_for_leader(self, timeout: float = 5.0) -> str:
         """Wait until this node knows a leader; return its id. Raises `NoLeader` (a

@@ -6,10 +6,12 @@ import argparse
 import json
 import shutil
 import signal
+import ssl
 import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.parse
 from pathlib import Path
 from types import FrameType
@@ -22,12 +24,46 @@ DEFAULT_CLUSTER = "127.0.0.1:8001,127.0.0.1:8002,127.0.0.1:8003"
 
 
 def _addresses(text: str) -> list[str]:
+    """`HOST:PORT` or `http(s)://HOST:PORT` items -> base URLs (http:// when none is given)."""
     addresses = []
     for item in filter(None, (part.strip() for part in text.split(","))):
-        if "://" in item:
-            item = item.split("://", 1)[1]
+        if "://" not in item:
+            item = f"http://{item}"
         addresses.append(item.rstrip("/"))
     return addresses
+
+
+def _shown(url: str) -> str:
+    return url.removeprefix("http://")
+
+
+class ClientOptions:
+    """--token-file and --ca of `kv` and `status`: headers and TLS context for every request."""
+
+    def __init__(self, args: argparse.Namespace, command: str) -> None:
+        self.headers: dict[str, str] = {}
+        self.context: ssl.SSLContext | None = None
+        if args.token_file:
+            try:
+                with open(args.token_file, encoding="utf-8") as file:
+                    token = file.read().strip()
+            except (OSError, ValueError) as exc:
+                raise SystemExit(f"raftfsm {command}: --token-file: {exc}") from None
+            if not token:
+                raise SystemExit(f"raftfsm {command}: --token-file {args.token_file} is empty")
+            self.headers["Authorization"] = f"Bearer {token}"
+        if args.ca:
+            try:
+                self.context = ssl.create_default_context(cafile=args.ca)
+            except (OSError, ValueError) as exc:
+                raise SystemExit(f"raftfsm {command}: --ca: {exc}") from None
+
+
+def _add_client_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--token-file", metavar="FILE",
+                        help="send 'Authorization: Bearer <token>', the token being this file's content")
+    parser.add_argument("--ca", metavar="FILE", help="CA certificates (PEM) to verify https:// nodes with "
+                        "(default: the system's trust store)")
 
 
 # -- raftfsm cluster -------------------------------------------------------------------------------
@@ -97,9 +133,10 @@ def run_cluster(args: argparse.Namespace) -> int:
 
 # -- raftfsm status ------------------------------------------------------------------------------
 def add_status_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cluster", default=DEFAULT_CLUSTER, metavar="HOST:PORT,...",
+    parser.add_argument("--cluster", default=DEFAULT_CLUSTER, metavar="[https://]HOST:PORT,...",
                         help=f"HTTP addresses of the nodes (default {DEFAULT_CLUSTER})")
     parser.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each node (default 2)")
+    _add_client_arguments(parser)
 
 
 def run_status(args: argparse.Namespace) -> int:
@@ -107,22 +144,25 @@ def run_status(args: argparse.Namespace) -> int:
     if not addresses:
         print("raftfsm status: --cluster names no node", file=sys.stderr)
         return 2
+    client = ClientOptions(args, "status")
     columns = ("address", "id", "role", "term", "leader", "commit", "applied")
     rows: list[tuple[str, ...]] = []
     unreachable = 0
     for address in addresses:
         try:
-            code, body, _ = http_json("GET", f"http://{address}/status", timeout=args.timeout)
+            code, body, _ = http_json("GET", f"{address}/status", timeout=args.timeout, headers=client.headers,
+                                      context=client.context)
         except OSError as exc:
             unreachable += 1
             reason = getattr(exc, "reason", exc)
-            rows.append((address, "-", f"unreachable ({reason})", "", "", "", ""))
+            rows.append((_shown(address), "-", f"unreachable ({reason})", "", "", "", ""))
             continue
         if code != 200:
             unreachable += 1
-            rows.append((address, "-", f"HTTP {code}", "", "", "", ""))
+            rows.append((_shown(address), "-", f"HTTP {code}: {body.get('error', '')}".rstrip(": "),
+                         "", "", "", ""))
             continue
-        rows.append((address, *(str(body.get(c) if body.get(c) is not None else "-") for c in columns[1:])))
+        rows.append((_shown(address), *(str(body.get(c) if body.get(c) is not None else "-") for c in columns[1:])))
         if body.get("role") == "error" and body.get("halt_reason"):
             rows[-1] = (*rows[-1][:2], f"error: {body['halt_reason']}", *rows[-1][3:])
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
@@ -183,11 +223,12 @@ def run_secret(args: argparse.Namespace) -> int:
 # -- raftfsm kv --------------------------------------------------------------------------------
 def add_kv_arguments(parser: argparse.ArgumentParser) -> None:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--cluster", default=DEFAULT_CLUSTER, metavar="HOST:PORT,...",
+    common.add_argument("--cluster", default=DEFAULT_CLUSTER, metavar="[https://]HOST:PORT,...",
                         help=f"HTTP addresses of the nodes, tried in order (default {DEFAULT_CLUSTER})")
     common.add_argument("--timeout", type=float, default=10.0,
                         help="give up after this many seconds of retries (default 10)")
     common.add_argument("--json", action="store_true", help="print the JSON answer instead of the value")
+    _add_client_arguments(common)
     ops = parser.add_subparsers(dest="op", required=True, metavar="OP")
     put = ops.add_parser("put", parents=[common], help="set KEY to VALUE", description="Set KEY to VALUE.")
     put.add_argument("key")
@@ -213,11 +254,15 @@ class KVClientError(Exception):
 
 
 def kv_request(addresses: list[str], method: str, path: str, body: bytes | None, *, timeout: float,
-               idempotent: bool, content_type: str = "application/json") -> tuple[int, dict[str, Any], str]:
-    """Send the request to the listed nodes in turn until one answers it: a connection error
-    or 503 moves on to the next node (and, after each round, waits a little longer, from 50
-    to 500 ms). 502/504 (outcome unknown) are retried only for idempotent requests.
-    Returns (status, JSON body, the address that answered)."""
+               idempotent: bool, content_type: str = "application/json",
+               client: ClientOptions | None = None) -> tuple[int, dict[str, Any], str]:
+    """Send the request to the listed nodes (base URLs) in turn until one answers it: a
+    request that could not be sent (no connection) or got 503 (never applied) moves on to
+    the next node (and, after each round, waits a little longer, from 50 to 500 ms). An
+    outcome-unknown failure — 502, 504, or the connection lost after the request was sent —
+    is retried only for idempotent requests; otherwise KVClientError says the outcome is
+    unknown. Returns (status, JSON body, the address that answered)."""
+    headers = {"Content-Type": content_type, **(client.headers if client else {})}
     deadline = time.monotonic() + timeout
     backoff = 0.05
     last = "no node tried"
@@ -227,10 +272,15 @@ def kv_request(addresses: list[str], method: str, path: str, body: bytes | None,
             if remaining <= 0:
                 raise KVClientError(f"gave up after {timeout}s: {last}")
             try:
-                code, answer, _ = http_json(method, f"http://{address}{path}", body, timeout=min(remaining, 7.0),
-                                            headers={"Content-Type": content_type})
-            except OSError as exc:
-                last = f"{address}: {getattr(exc, 'reason', exc)}"
+                code, answer, _ = http_json(method, f"{address}{path}", body, timeout=min(remaining, 7.0),
+                                            headers=headers, context=client.context if client else None)
+            except urllib.error.URLError as exc:  # raised while connecting or sending: not (fully) sent
+                last = f"{address}: {exc.reason}"
+                continue
+            except OSError as exc:  # while waiting for the answer: the request was sent
+                last = f"{address}: no answer after the request was sent ({exc or type(exc).__name__})"
+                if not idempotent:
+                    raise KVClientError(f"{last}; the outcome is unknown") from None
                 continue
             if code == 503 or (code in (502, 504) and idempotent):
                 last = f"{address}: HTTP {code}: {answer.get('error', answer)}"
@@ -257,7 +307,8 @@ def run_kv(args: argparse.Namespace) -> int:
         method, idempotent, path = "POST", False, path + "/cas"
         body = json.dumps({"expected": None if args.absent else args.expected, "value": args.value}).encode()
     try:
-        code, answer, _ = kv_request(addresses, method, path, body, timeout=args.timeout, idempotent=idempotent)
+        code, answer, _ = kv_request(addresses, method, path, body, timeout=args.timeout, idempotent=idempotent,
+                                     client=ClientOptions(args, "kv"))
     except KVClientError as exc:
         print(f"raftfsm kv: {exc}", file=sys.stderr)
         return 1

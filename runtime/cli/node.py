@@ -10,15 +10,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import ipaddress
 import logging
 import signal
 import sys
+from typing import Any
 
 from runtime.errors import RaftError
-from runtime.http import KVHttpApi
+from runtime.http import (
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    KVHttpApi,
+    client_ssl_context,
+    server_ssl_context,
+)
 from runtime.kv import KVCommand, KVResult, KVStateMachine
-from runtime.server import RaftServer
+from runtime.server import DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_BYTES, RaftServer
 from runtime.storage.base import StorageError
 from runtime.storage.sqlite import SqliteStorage
 from runtime.transport.auth import SecretError, load_secret
@@ -87,6 +95,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "address; peers are always authenticated, this only waives encryption")
     parser.add_argument("--no-fsync", action="store_true",
                         help="do not fsync (a power cut may lose acknowledged writes; tests only)")
+    http = parser.add_argument_group("HTTP API and client requests")
+    http.add_argument("--http-tls-cert", metavar="FILE", help="serve the HTTP API over HTTPS with this certificate "
+                      "(PEM; it must name the host in this node's --peers-http address)")
+    http.add_argument("--http-tls-key", metavar="FILE", help="the private key (PEM) of --http-tls-cert")
+    http.add_argument("--http-tls-ca", metavar="FILE", help="CA certificates (PEM) that the other nodes' HTTPS "
+                      "certificates are verified against when forwarding (default: the system's trust store)")
+    http.add_argument("--http-token-file", metavar="FILE", help="require 'Authorization: Bearer <token>' on "
+                      "every HTTP request, the token being this file's content (the same on every node)")
+    http.add_argument("--http-max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS, metavar="N",
+                      help=f"open HTTP connections at most (default {DEFAULT_MAX_CONNECTIONS})")
+    http.add_argument("--http-header-timeout", type=float, default=DEFAULT_HEADER_TIMEOUT, metavar="SECONDS",
+                      help="close a connection that does not deliver a complete request this long after it was "
+                           f"opened or last answered (default {DEFAULT_HEADER_TIMEOUT:g})")
+    http.add_argument("--max-pending", type=int, default=DEFAULT_MAX_PENDING, metavar="N",
+                      help=f"commands awaiting their answer at most; more get 503 (default {DEFAULT_MAX_PENDING})")
+    http.add_argument("--max-pending-bytes", type=int, default=DEFAULT_MAX_PENDING_BYTES, metavar="BYTES",
+                      help=f"the same bound in bytes (default {DEFAULT_MAX_PENDING_BYTES})")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                         help="logging level (default info)")
 
@@ -144,6 +169,42 @@ class NodeOptions:
             raise UsageError(f"refusing to listen on {self.listen[0]} without TLS (the cluster secret authenticates "
                              "peers but does not encrypt): give --tls-ca/--tls-cert/--tls-key, or --insecure")
         self.fsync = not args.no_fsync
+        self.http_options = _http_options(args)
+        self.max_pending: int = args.max_pending
+        self.max_pending_bytes: int = args.max_pending_bytes
+        if self.max_pending < 1 or self.max_pending_bytes < 1:
+            raise UsageError("--max-pending and --max-pending-bytes must be at least 1")
+
+
+def _http_options(args: argparse.Namespace) -> dict[str, Any]:
+    """KVHttpApi's keyword arguments from the --http-* flags (files read and checked here)."""
+    options: dict[str, Any] = {}
+    if bool(args.http_tls_cert) != bool(args.http_tls_key):
+        raise UsageError("--http-tls-cert and --http-tls-key go together")
+    try:
+        if args.http_tls_cert:
+            options["ssl_context"] = server_ssl_context(args.http_tls_cert, args.http_tls_key)
+        if args.http_tls_ca or args.http_tls_cert:
+            options["forward_ssl_context"] = client_ssl_context(args.http_tls_ca)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--http-tls-*: cannot load the certificates: {exc}") from None
+    if args.http_token_file:
+        try:
+            with open(args.http_token_file, encoding="utf-8") as file:
+                token = file.read().strip()
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"--http-token-file: {exc}") from None
+        if not token or any(not 0x21 <= ord(c) <= 0x7E for c in token):
+            raise UsageError(f"--http-token-file {args.http_token_file}: the token must be one word of printable "
+                             "ASCII characters")
+        options["token"] = token
+    if args.http_max_connections < 1:
+        raise UsageError("--http-max-connections must be at least 1")
+    if not args.http_header_timeout > 0:
+        raise UsageError("--http-header-timeout must be positive")
+    options["max_connections"] = args.http_max_connections
+    options["header_timeout"] = args.http_header_timeout
+    return options
 
 
 async def serve(options: NodeOptions, stop: asyncio.Event) -> None:
@@ -155,11 +216,12 @@ async def serve(options: NodeOptions, stop: asyncio.Event) -> None:
             options.node_id, options.peers, KVStateMachine(), storage,
             cluster_id=options.cluster_id, tls=options.tls, secret=options.secret, insecure=options.insecure,
             client_addresses={pid: format_address(a) for pid, a in options.peers_http.items()},
+            max_pending=options.max_pending, max_pending_bytes=options.max_pending_bytes,
         )
     except BaseException:
         storage.close()
         raise
-    api = KVHttpApi(server)
+    api = KVHttpApi(server, **options.http_options)
     try:
         await server.start()
     except BaseException:
@@ -167,6 +229,10 @@ async def serve(options: NodeOptions, stop: asyncio.Event) -> None:
         raise
     try:
         await api.start(*options.http)
+        # Everything allocated so far lives as long as the process: keep it out of the cyclic
+        # collector, whose full passes over it stalled the leader for 50-160 ms under a flood
+        # of client requests (long enough for an election).
+        gc.freeze()
         log.info("node %s: raft %s, http %s, data %s, %s", options.node_id, format_address(options.listen),
                  format_address(options.http), options.data_dir,
                  "mutual TLS" if options.tls else "plain TCP authenticated by the cluster secret")
