@@ -33,6 +33,7 @@ def _environment() -> jinja2.Environment:
     )
     env.globals["list"] = list
     env.filters["pyrepr"] = repr
+    env.filters["pystr"] = _python_string
     env.filters["pascal"] = lambda name: "".join(part.title() for part in name.split("_"))
     env.filters["dot_escape"] = lambda text: text.replace("\\", "\\\\").replace('"', '\\"')
     env.filters["html"] = lambda text: (
@@ -40,6 +41,27 @@ def _environment() -> jinja2.Environment:
     )
     env.filters["md_cell"] = lambda text: text.replace("|", "\\|")
     return env
+
+
+def _python_string(text: str, indent: int, width: int = 120) -> str:
+    """`text` as a Python string literal; one that would make the line longer than `width`
+    becomes parenthesised literals, one per line, split between words (docs in the spec
+    are normalised to single spaces, so the pieces join back to `text` exactly)."""
+    literal = repr(text)
+    if indent + len(literal) + 1 <= width:
+        return literal
+    room = width - indent - 4  # quotes, opening parenthesis, trailing comma
+    pieces: list[str] = []
+    current = ""
+    for word in text.split(" "):
+        candidate = f"{current} {word}" if current else word
+        if current and len(repr(candidate + " ")) > room:
+            pieces.append(current + " ")
+            current = word
+        else:
+            current = candidate
+    pieces.append(current)
+    return "(" + ("\n" + " " * (indent + 1)).join(repr(p) for p in pieces) + ")"
 
 
 def spec_display_path(spec: Spec) -> str:
