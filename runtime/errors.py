@@ -37,3 +37,19 @@ class NodeHalted(RaftError):
 
 class NoLeader(RaftError, TimeoutError):
     """No leader became known within the time asked for."""
+
+
+class MissingCallbacks(RaftError, TypeError):
+    """The handler object given to the dispatcher lacks callbacks the spec uses.
+
+    `missing` maps each missing name to where the spec uses it (e.g. ``"after of
+    heartbeat_timeout in leader (fsm_spec/raft.yaml:226)"``)."""
+
+    def __init__(self, handlers: str, missing: dict[str, list[str]]) -> None:
+        self.handlers = handlers
+        self.missing = missing
+        lines = [f"  {name}: {'; '.join(uses)}" for name, uses in sorted(missing.items())]
+        super().__init__(
+            f"{handlers} lacks {len(missing)} callback(s) the spec uses "
+            "(`python -m generator scaffold` prints stubs):\n" + "\n".join(lines)
+        )
