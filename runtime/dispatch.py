@@ -62,7 +62,7 @@ class Dispatcher:
     `machine` is the generated module whose table is run (tests pass a module generated
     from a variant spec); its roles and events must be those of `record`."""
 
-    __slots__ = ("_table", "record")
+    __slots__ = ("_spec_path", "_table", "record")
 
     def __init__(self, record: NodeRecord, handlers: RaftHandlers, machine: ModuleType = raft_fsm) -> None:
         missing = missing_callbacks(handlers, machine)
@@ -71,6 +71,7 @@ class Dispatcher:
             name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
             raise MissingCallbacks(name, missing)
         self.record = record
+        self._spec_path: str = machine.SPEC_PATH
         takes_payload: dict[str, bool] = dict(machine.CALLBACK_TAKES_PAYLOAD)
 
         def bind(names: tuple[str, ...]) -> _Bound:
@@ -98,7 +99,8 @@ class Dispatcher:
 
         Raises InvalidEvent for an `error` row. Exceptions from callbacks propagate; the
         role is then unchanged if they came from prepare, a guard, a before action or an
-        on_exit action.
+        on_exit action. One raised by an action of the row that fired carries a note
+        naming that row (`raised by the row at fsm_spec/raft.yaml:LINE`).
         """
         record = self.record
         for (kind, dest, prepare, conditions, unless, before, on_exit, on_enter, after, doc,
@@ -121,15 +123,19 @@ class Dispatcher:
                         break
             if not passed:
                 continue
-            for call, takes in before:
-                call(payload) if takes else call()
-            if dest is not None:
-                for call, takes in on_exit:
+            try:
+                for call, takes in before:
                     call(payload) if takes else call()
-                record.role = dest
-                for call, takes in on_enter:
+                if dest is not None:
+                    for call, takes in on_exit:
+                        call(payload) if takes else call()
+                    record.role = dest
+                    for call, takes in on_enter:
+                        call(payload) if takes else call()
+                for call, takes in after:
                     call(payload) if takes else call()
-            for call, takes in after:
-                call(payload) if takes else call()
+            except Exception as exc:
+                exc.add_note(f"raised by the row at {self._spec_path}:{line}")
+                raise
             return line
         return 0
