@@ -13,6 +13,7 @@ import graphviz
 import jinja2
 
 from fsm_spec.model import RowSpec, Spec
+from generator.rowtests import Plan
 
 TEMPLATES = Path(__file__).with_name("templates")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -154,3 +155,16 @@ def render_all(spec: Spec) -> dict[str, str]:
     )
     outputs[f"{module}.svg"] = render_svg(outputs[f"{module}.dot"], header)
     return dict(sorted(outputs.items()))
+
+
+def render_row_tests(spec: Spec, plan: Plan, fixtures_module: str, fixtures_path: str) -> str:
+    """The generated row tests (see generator.rowtests)."""
+    return _environment().get_template("test_rows.py.j2").render(
+        spec=spec,
+        spec_path=spec_display_path(spec),
+        plan=plan,
+        testable=sum(1 for row in spec.rows if row.kind != "error"),
+        machine_module=f"generated.{spec.name}_fsm",
+        fixtures_module=fixtures_module,
+        fixtures_path=fixtures_path,
+    )
