@@ -127,8 +127,12 @@ def parse_yaml(text: str, path: str) -> tuple[Any, list[Problem]]:
     return data, loader.duplicates
 
 
-def load_spec(path: str | Path = DEFAULT_SPEC) -> Spec:
-    """Read, validate and model a spec file; raise SpecError listing every problem."""
+def load_spec(path: str | Path = DEFAULT_SPEC, *, implicit_payloads: bool = False) -> Spec:
+    """Read, validate and model a spec file; raise SpecError listing every problem.
+
+    `implicit_payloads` accepts specs written before payloads were explicit: a callback
+    run after events with different payload types then takes no argument, as it used to
+    (`compat` reads old specs this way)."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -138,7 +142,7 @@ def load_spec(path: str | Path = DEFAULT_SPEC) -> Spec:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SpecError(str(path), [Problem(1, f"spec is not UTF-8: {exc.reason}")]) from exc
-    spec, problems, _ = validate(text, str(path))
+    spec, problems, _ = validate(text, str(path), implicit_payloads=implicit_payloads)
     if problems:
         raise SpecError(str(path), problems)
     assert spec is not None
@@ -154,10 +158,12 @@ def load_spec_with_warnings(path: str | Path = DEFAULT_SPEC) -> tuple[Spec, list
     return spec, [f"{path}:{w.line}: warning: {w.message}" for w in warnings]
 
 
-def validate(text: str, path: str) -> tuple[Spec | None, list[Problem], list[Problem]]:
+def validate(
+    text: str, path: str, *, implicit_payloads: bool = False
+) -> tuple[Spec | None, list[Problem], list[Problem]]:
     """Return (spec or None, problems, warnings)."""
     data, duplicates = parse_yaml(text, path)
-    checker = _Checker(path, hashlib.sha256(text.encode("utf-8")).hexdigest())
+    checker = _Checker(path, hashlib.sha256(text.encode("utf-8")).hexdigest(), implicit_payloads)
     checker.problems.extend(duplicates)
     spec = checker.build(data)
     return (spec if not checker.problems else None), checker.problems, checker.warnings
@@ -167,9 +173,10 @@ _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class _Checker:
-    def __init__(self, path: str, sha256: str) -> None:
+    def __init__(self, path: str, sha256: str, implicit_payloads: bool = False) -> None:
         self.path = path
         self.sha256 = sha256
+        self.implicit_payloads = implicit_payloads
         self.problems: list[Problem] = []
         self.warnings: list[Problem] = []
 
@@ -812,7 +819,11 @@ class _Checker:
                 continue
             first_payload, first_line, first_what = found[0]
             clash = next(((p, line, what) for p, line, what in found if p != first_payload), None)
-            if clash is not None:
+            if clash is not None and self.implicit_payloads:
+                self.warnings.append(Problem(clash[1], f"callback {name!r} runs after events with different "
+                                                       "payloads; taken as payload-less (the old implicit rule)"))
+                first_payload = None
+            elif clash is not None:
                 payload, line, what = clash
                 self.error(
                     line,
