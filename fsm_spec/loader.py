@@ -422,7 +422,7 @@ class _Checker:
         if value is None:
             self.error(line, f"{what}: default null needs an optional type ({ref.text}?)")
             return None
-        wrong = f"{what}: default {value!r} is not a {ref.text}"
+        wrong = f"{what}: default {value!r} does not fit the type {ref.text}"
         if ref.kind == "list":
             assert ref.element is not None
             if not isinstance(value, list):
@@ -774,11 +774,12 @@ class _Checker:
         uses: dict[str, list[tuple[str | None, int, str]]] = {}
         roles: dict[str, tuple[bool, int]] = {}
 
-        def use(name: str, is_guard: bool, line: int, payload: str | None, what: str) -> None:
+        def use(name: str, is_guard: bool, line: int, payload: str | None, what: str, named_at: int = 0) -> None:
+            """`line` is the row that runs it; `named_at` where the name is written, if elsewhere."""
             uses.setdefault(name, []).append((payload, line, what))
-            first = roles.setdefault(name, (is_guard, line))
+            first = roles.setdefault(name, (is_guard, named_at or line))
             if first[0] != is_guard:
-                self.error(line, f"{name!r} is used as a guard and as an action (see line {first[1]})")
+                self.error(named_at or line, f"{name!r} is used as a guard and as an action (see line {first[1]})")
 
         for row in rows:
             for key in CALLBACK_KEYS:
@@ -801,7 +802,7 @@ class _Checker:
                         use(name, False, state.line, None, f"{key} of {state.name}")
                     for row in runs:
                         use(name, False, row.line, payload_of.get(row.trigger),
-                            f"{key} of {state.name} (after {row.trigger})")
+                            f"{key} of {state.name} (after {row.trigger})", state.line)
         out: list[Callback] = []
         for name, found in sorted(uses.items()):
             lines = tuple(sorted({line for _, line, _ in found}))
