@@ -113,6 +113,7 @@ class _Diff:
         new = {m.name: m for m in self.new.messages}
         old_wire = [m.name for m in self.old.messages if m.kind == "wire"]
         new_wire = [m.name for m in self.new.messages if m.kind == "wire"]
+        moved_messages = _reordered(old_wire, new_wire)
         for tag, name in enumerate(old_wire):
             before = old[name]
             after = new.get(name)
@@ -123,7 +124,7 @@ class _Diff:
                 self.at_old(before.line, True, f"wire message {name} (tag {tag}) removed{hint}")
             elif after.kind != "wire":
                 self.at_new(after.line, True, f"{name} is no longer a wire message (kind: {after.kind})")
-            elif new_wire.index(name) != tag:
+            elif name in moved_messages:
                 self.at_new(after.line, True, f"wire message {name} moved from tag {tag} to tag "
                                               f"{new_wire.index(name)} (messages reordered)")
         for tag, name in enumerate(new_wire):
@@ -159,6 +160,7 @@ class _Diff:
         old_names = [f.name for f in old]
         new_names = [f.name for f in new]
         renamed: set[str] = set()
+        moved = _reordered(old_names, new_names)
         owner = before.name
         for position, field in enumerate(old):
             if field.name not in new_names:
@@ -171,7 +173,7 @@ class _Diff:
                     self.at_old(field.line, True, f"field {owner}.{field.name} removed")
                 continue
             other = new[new_names.index(field.name)]
-            if new_names.index(field.name) != position:
+            if field.name in moved:
                 self.at_new(other.line, True, f"field {owner}.{field.name} moved from position {position} to "
                                               f"{new_names.index(field.name)} (fields reordered)")
             elif other.type.text != field.type.text:
@@ -224,6 +226,14 @@ class _Diff:
             if key not in new_rows:
                 self.at_old(row.line, False, f"row for {row.trigger} in {', '.join(row.sources)} removed or "
                                              "changed (behaviour of one node, not on the wire)")
+
+
+def _reordered(old: list[str], new: list[str]) -> set[str]:
+    """Names present in both lists whose order relative to each other changed (a shift
+    caused only by something removed or inserted before them is reported as that)."""
+    old_common = [name for name in old if name in new]
+    new_common = [name for name in new if name in old]
+    return {a for a, b in zip(old_common, new_common, strict=True) if a != b}
 
 
 def _fields(fields: list[tuple[str, str]]) -> str:
