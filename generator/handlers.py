@@ -181,7 +181,7 @@ def _arguments_problem(cls: type, cb: Callback) -> str | None:
     except (TypeError, ValueError):
         return None
     parameters = list(signature.parameters.values())[drop:]
-    signature = signature.replace(parameters=parameters)
+    signature = signature.replace(parameters=parameters, return_annotation=inspect.Signature.empty)
     arguments = (None,) if cb.payload else ()
     try:
         signature.bind(*arguments)
