@@ -120,6 +120,7 @@ def render_text(spec: Spec) -> dict[str, str]:
         "edges": _edges(spec),
         "internal": lambda state: _internal(spec, state),
         "wire_messages": [m for m in spec.messages if m.kind == "wire"],
+        "codes": lambda names: ", ".join(f"`{n}`" for n in names) or "—",
     }
     return {
         f"{module}.py": env.get_template("fsm.py.j2").render(context),
