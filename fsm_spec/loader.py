@@ -20,6 +20,7 @@ import yaml
 from fsm_spec.model import (
     PRIMITIVES,
     Callback,
+    Default,
     EnumSpec,
     EnumValue,
     EventSpec,
@@ -34,8 +35,11 @@ from fsm_spec.model import (
 DEFAULT_SPEC = Path(__file__).with_name("raft.yaml")
 
 CALLBACK_KEYS = ("prepare", "conditions", "unless", "before", "after")
-ROW_KEYS = {"trigger", "source", "dest", "ignore", "error", "doc", *CALLBACK_KEYS}
+ROW_KEYS = {"trigger", "source", "dest", "ignore", "error", "doc", "test", *CALLBACK_KEYS}
+STATE_CALLBACK_KEYS = ("on_enter", "on_exit")
 MESSAGE_KINDS = ("wire", "record", "local")
+NO_PAYLOAD = "none"
+"""`callbacks: {name: {payload: none}}` declares a callback that takes no argument."""
 
 
 @attrs.frozen
@@ -123,8 +127,12 @@ def parse_yaml(text: str, path: str) -> tuple[Any, list[Problem]]:
     return data, loader.duplicates
 
 
-def load_spec(path: str | Path = DEFAULT_SPEC) -> Spec:
-    """Read, validate and model a spec file; raise SpecError listing every problem."""
+def load_spec(path: str | Path = DEFAULT_SPEC, *, implicit_payloads: bool = False) -> Spec:
+    """Read, validate and model a spec file; raise SpecError listing every problem.
+
+    `implicit_payloads` accepts specs written before payloads were explicit: a callback
+    run after events with different payload types then takes no argument, as it used to
+    (`compat` reads old specs this way)."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -134,7 +142,7 @@ def load_spec(path: str | Path = DEFAULT_SPEC) -> Spec:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SpecError(str(path), [Problem(1, f"spec is not UTF-8: {exc.reason}")]) from exc
-    spec, problems, _ = validate(text, str(path))
+    spec, problems, _ = validate(text, str(path), implicit_payloads=implicit_payloads)
     if problems:
         raise SpecError(str(path), problems)
     assert spec is not None
@@ -150,10 +158,12 @@ def load_spec_with_warnings(path: str | Path = DEFAULT_SPEC) -> tuple[Spec, list
     return spec, [f"{path}:{w.line}: warning: {w.message}" for w in warnings]
 
 
-def validate(text: str, path: str) -> tuple[Spec | None, list[Problem], list[Problem]]:
+def validate(
+    text: str, path: str, *, implicit_payloads: bool = False
+) -> tuple[Spec | None, list[Problem], list[Problem]]:
     """Return (spec or None, problems, warnings)."""
     data, duplicates = parse_yaml(text, path)
-    checker = _Checker(path, hashlib.sha256(text.encode("utf-8")).hexdigest())
+    checker = _Checker(path, hashlib.sha256(text.encode("utf-8")).hexdigest(), implicit_payloads)
     checker.problems.extend(duplicates)
     spec = checker.build(data)
     return (spec if not checker.problems else None), checker.problems, checker.warnings
@@ -163,9 +173,10 @@ _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class _Checker:
-    def __init__(self, path: str, sha256: str) -> None:
+    def __init__(self, path: str, sha256: str, implicit_payloads: bool = False) -> None:
         self.path = path
         self.sha256 = sha256
+        self.implicit_payloads = implicit_payloads
         self.problems: list[Problem] = []
         self.warnings: list[Problem] = []
 
@@ -236,7 +247,7 @@ class _Checker:
             return None
         self.keys(
             root,
-            ("name", "states", "enums", "envelope", "messages", "events", "transitions"),
+            ("name", "states", "enums", "envelope", "messages", "events", "callbacks", "transitions"),
             "the spec",
         )
         for required in ("states", "events", "transitions"):
@@ -252,9 +263,10 @@ class _Checker:
             root.get("messages"), root.key_lines.get("messages", 1), enums, envelope
         )
         events = self.events(root.get("events"), root.key_lines.get("events", 1), messages)
+        declared = self.declarations(root.get("callbacks"), root.key_lines.get("callbacks", 1), messages)
         rows = self.rows(root.get("transitions"), root.key_lines.get("transitions", 1), states, events)
         self.check_table(states, events, rows)
-        callbacks = self.callbacks(events, rows)
+        callbacks = self.callbacks(states, events, rows, declared)
         return Spec(
             name=name,
             path=self.path,
@@ -281,7 +293,10 @@ class _Checker:
             body = self.mapping(body, key_line, f"state {name!r}")
             if body is None:
                 continue
-            self.keys(body, ("initial", "final", "doc"), f"state {name!r}")
+            self.keys(body, ("initial", "final", "doc", *STATE_CALLBACK_KEYS), f"state {name!r}")
+            on_enter, on_exit = (
+                self.names(body.get(key), body.key_lines.get(key, key_line), key) for key in STATE_CALLBACK_KEYS
+            )
             out.append(
                 StateSpec(
                     name=name,
@@ -289,6 +304,8 @@ class _Checker:
                     initial=self.flag(body, "initial", f"state {name!r}"),
                     final=self.flag(body, "final", f"state {name!r}"),
                     line=key_line,
+                    on_enter=on_enter,
+                    on_exit=on_exit,
                 )
             )
         initial = [s for s in out if s.initial]
@@ -345,12 +362,20 @@ class _Checker:
         return tuple(out)
 
     def fields(
-        self, value: Any, line: int, owner: str, types: dict[str, str] | None
+        self,
+        value: Any,
+        line: int,
+        owner: str,
+        types: dict[str, str] | None,
+        enums: tuple[EnumSpec, ...] = (),
     ) -> tuple[FieldSpec, ...]:
+        """The fields of a message (`types` names the enums and records it may use) or of
+        the envelope (`types` is None: primitives only, and no defaults)."""
         node = self.mapping(value, line, f"{owner} fields")
         if node is None:
             return ()
         out: list[FieldSpec] = []
+        first_default: FieldSpec | None = None
         for name, body in node.items():
             key_line = node.key_lines[name]
             if not self.identifier(name, key_line, "field"):
@@ -358,15 +383,83 @@ class _Checker:
             body = self.mapping(body, key_line, f"field {owner}.{name}")
             if body is None:
                 continue
-            self.keys(body, ("type", "doc"), f"field {owner}.{name}")
+            self.keys(body, ("type", "doc", "default"), f"field {owner}.{name}")
             type_text = body.get("type")
             if not isinstance(type_text, str):
                 self.error(key_line, f"field {owner}.{name} needs a 'type'")
                 continue
             ref = self.type_ref(type_text, key_line, f"field {owner}.{name}", types)
-            if ref is not None:
-                out.append(FieldSpec(name, ref, self.doc(body, f"field {owner}.{name}"), key_line))
+            if ref is None:
+                continue
+            default: Default | None = None
+            if "default" in body:
+                default_line = body.key_lines["default"]
+                if types is None:
+                    self.error(default_line, f"field {owner}.{name}: envelope fields take no default")
+                else:
+                    default = self.default(body["default"], ref, default_line, f"field {owner}.{name}", enums)
+            field = FieldSpec(name, ref, self.doc(body, f"field {owner}.{name}"), key_line, default)
+            if default is not None and first_default is None:
+                first_default = field
+            elif default is None and first_default is not None and "default" not in body:
+                self.error(
+                    key_line,
+                    f"field {owner}.{name} has no default but follows {owner}.{first_default.name} "
+                    f"(line {first_default.line}), which has one: fields with defaults come last",
+                )
+            out.append(field)
         return tuple(out)
+
+    def default(
+        self, value: Any, ref: TypeRef, line: int, what: str, enums: tuple[EnumSpec, ...]
+    ) -> Default | None:
+        """Check that a `default:` fits the field's type; return it with its Python text."""
+        if ref.kind == "optional":
+            assert ref.element is not None
+            if value is None:
+                return Default(None, "None")
+            return self.default(value, ref.element, line, what, enums)
+        if value is None:
+            self.error(line, f"{what}: default null needs an optional type ({ref.text}?)")
+            return None
+        wrong = f"{what}: default {value!r} does not fit the type {ref.text}"
+        if ref.kind == "list":
+            assert ref.element is not None
+            if not isinstance(value, list):
+                self.error(line, wrong)
+                return None
+            items = [self.default(item, ref.element, line, what, enums) for item in value]
+            if any(item is None for item in items):
+                return None
+            texts = [item.python for item in items if item is not None]
+            return Default(tuple(item.value for item in items if item is not None),
+                           "(" + "".join(f"{t}, " for t in texts).rstrip() + ")")
+        if ref.kind == "record":
+            self.error(line, f"{what}: a record field takes no default (make it optional, {ref.text}?, "
+                             "with default null)")
+            return None
+        if ref.kind == "enum":
+            enum_spec = next(e for e in enums if e.name == ref.text)
+            names = [v.name for v in enum_spec.values]
+            if not isinstance(value, str) or value not in names:
+                self.error(line, f"{what}: default {value!r} is not a member of {ref.text} "
+                                 f"({', '.join(names)})")
+                return None
+            return Default(value, f"{ref.text}.{value}")
+        kind = ref.text
+        if kind == "bool" and isinstance(value, bool):
+            return Default(value, repr(value))
+        if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
+            return Default(value, repr(value))
+        if kind == "float" and isinstance(value, int | float) and not isinstance(value, bool):
+            return Default(float(value), repr(float(value)))
+        if kind == "str" and isinstance(value, str):
+            return Default(value, repr(value))
+        if kind == "bytes" and isinstance(value, bytes | str):
+            data = value.encode("utf-8") if isinstance(value, str) else value
+            return Default(data, repr(data))
+        self.error(line, wrong)
+        return None
 
     def type_ref(
         self, text: str, line: int, what: str, types: dict[str, str] | None
@@ -427,7 +520,7 @@ class _Checker:
         envelope_names = {f.name for f in envelope}
         out: list[MessageSpec] = []
         for name, key_line, body, kind in bodies:
-            fields = self.fields(body.get("fields"), body.key_lines.get("fields", key_line), name, types)
+            fields = self.fields(body.get("fields"), body.key_lines.get("fields", key_line), name, types, enums)
             if kind == "wire":
                 for f in fields:
                     if f.name in envelope_names:
@@ -541,6 +634,14 @@ class _Checker:
                 kind = "transition"
             else:
                 kind = "transition"
+            test = node.get("test")
+            if test is not None:
+                if not isinstance(test, str) or not self.identifier(test, node.key_lines["test"], "test recipe"):
+                    if not isinstance(test, str):
+                        self.error(node.key_lines["test"], f"test must name a recipe, not {test!r}")
+                    test = None
+                elif kind == "error":
+                    self.error(node.key_lines["test"], "an 'error' row is not tested: it takes no 'test'")
             if not ok or not isinstance(trigger, str):
                 continue
             out.append(
@@ -551,6 +652,7 @@ class _Checker:
                     kind=kind,
                     doc=self.doc(node, "transition row"),
                     line=row_line,
+                    test=test,
                     **callbacks,
                 )
             )
@@ -621,24 +723,118 @@ class _Checker:
                     Problem(event.line, f"event {event.name!r} is declared but never handled")
                 )
 
-    def callbacks(self, events: tuple[EventSpec, ...], rows: tuple[RowSpec, ...]) -> tuple[Callback, ...]:
-        """Name every guard and action. A callback receives the event payload when every
-        event that calls it carries the same payload type; otherwise it takes none."""
+    def declarations(
+        self, value: Any, line: int, messages: tuple[MessageSpec, ...]
+    ) -> dict[str, tuple[str | None, str, int]]:
+        """The `callbacks:` section: name -> (payload or None for `none`, doc, line)."""
+        node = self.mapping(value, line, "callbacks")
+        if node is None:
+            return {}
+        payloads = {m.name for m in messages if m.kind != "record"}
+        out: dict[str, tuple[str | None, str, int]] = {}
+        for name, body in node.items():
+            key_line = node.key_lines[name]
+            if not self.identifier(name, key_line, "callback"):
+                continue
+            body = self.mapping(body, key_line, f"callback {name!r}")
+            if body is None:
+                continue
+            self.keys(body, ("payload", "doc"), f"callback {name!r}")
+            if "payload" not in body:
+                self.error(key_line, f"callback {name!r}: say which payload it takes "
+                                     f"('payload: {NO_PAYLOAD}' or a message name)")
+                continue
+            payload = body["payload"]
+            if payload == NO_PAYLOAD:
+                payload = None
+            elif not isinstance(payload, str) or payload not in payloads:
+                self.error(
+                    body.key_lines["payload"],
+                    f"callback {name!r}: payload must be '{NO_PAYLOAD}' or a wire or local message, "
+                    f"not {payload!r}",
+                )
+                continue
+            out[name] = (payload, self.doc(body, f"callback {name!r}"), key_line)
+        return out
+
+    def callbacks(
+        self,
+        states: tuple[StateSpec, ...],
+        events: tuple[EventSpec, ...],
+        rows: tuple[RowSpec, ...],
+        declared: dict[str, tuple[str | None, str, int]],
+    ) -> tuple[Callback, ...]:
+        """Name every guard and action and decide its argument. A callback receives the
+        event payload when every event that runs it carries the same payload type, and
+        none when no event that runs it has a payload. Events with different payload
+        types are an error unless the callback is declared under `callbacks:`
+        (`payload: none` calls it with no argument)."""
         payload_of = {e.name: e.payload for e in events}
-        payloads: dict[str, set[str | None]] = {}
+        # name -> [(payload, line, what)] in spec order
+        uses: dict[str, list[tuple[str | None, int, str]]] = {}
         roles: dict[str, tuple[bool, int]] = {}
+
+        def use(name: str, is_guard: bool, line: int, payload: str | None, what: str, named_at: int = 0) -> None:
+            """`line` is the row that runs it; `named_at` where the name is written, if elsewhere."""
+            uses.setdefault(name, []).append((payload, line, what))
+            first = roles.setdefault(name, (is_guard, named_at or line))
+            if first[0] != is_guard:
+                self.error(named_at or line, f"{name!r} is used as a guard and as an action (see line {first[1]})")
+
         for row in rows:
             for key in CALLBACK_KEYS:
-                is_guard = key in ("conditions", "unless")
                 for name in getattr(row, key):
-                    payloads.setdefault(name, set()).add(payload_of.get(row.trigger))
-                    first = roles.setdefault(name, (is_guard, row.line))
-                    if first[0] != is_guard:
-                        self.error(
-                            row.line,
-                            f"{name!r} is used as a guard and as an action (see line {first[1]})",
-                        )
-        return tuple(
-            Callback(name, next(iter(types)) if len(types) == 1 else None, roles[name][0])
-            for name, types in sorted(payloads.items())
-        )
+                    use(name, key in ("conditions", "unless"), row.line, payload_of.get(row.trigger),
+                        f"{key} of {row.trigger}")
+        for state in states:
+            entering = [r for r in rows if r.kind == "transition" and r.dest == state.name]
+            leaving = [r for r in rows if r.kind == "transition" and state.name in r.sources]
+            for key, runs in (("on_enter", entering), ("on_exit", leaving)):
+                names = getattr(state, key)
+                if names and not runs:
+                    self.warnings.append(Problem(
+                        state.line,
+                        f"{key} of state {state.name!r} never runs: no transition row "
+                        + ("enters" if key == "on_enter" else "leaves") + " it",
+                    ))
+                for name in names:
+                    if not runs:
+                        use(name, False, state.line, None, f"{key} of {state.name}")
+                    for row in runs:
+                        use(name, False, row.line, payload_of.get(row.trigger),
+                            f"{key} of {state.name} (after {row.trigger})", state.line)
+        out: list[Callback] = []
+        for name, found in sorted(uses.items()):
+            lines = tuple(sorted({line for _, line, _ in found}))
+            if name in declared:
+                payload, doc, declared_line = declared[name]
+                if payload is not None:
+                    for other, line, what in found:
+                        if other != payload:
+                            self.error(
+                                line,
+                                f"callback {name!r} is declared with payload {payload} (line {declared_line}) "
+                                f"but {what} carries {other or 'no payload'}",
+                            )
+                out.append(Callback(name, payload, roles[name][0], lines, declared_line, doc))
+                continue
+            first_payload, first_line, first_what = found[0]
+            clash = next(((p, line, what) for p, line, what in found if p != first_payload), None)
+            if clash is not None and self.implicit_payloads:
+                self.warnings.append(Problem(clash[1], f"callback {name!r} runs after events with different "
+                                                       "payloads; taken as payload-less (the old implicit rule)"))
+                first_payload = None
+            elif clash is not None:
+                payload, line, what = clash
+                self.error(
+                    line,
+                    f"callback {name!r} runs after events with different payloads: {first_what} "
+                    f"({first_payload or 'no payload'}) at line {first_line} and {what} "
+                    f"({payload or 'no payload'}) at line {line}; declare it under 'callbacks:' as "
+                    f"'{name}: {{payload: {NO_PAYLOAD}}}' to call it with no argument, or use two callbacks",
+                )
+            out.append(Callback(name, first_payload, roles[name][0], lines))
+        for name, (_, _, declared_line) in declared.items():
+            if name not in uses:
+                self.error(declared_line, f"callback {name!r} is declared but no row or state uses it")
+        return tuple(out)

@@ -38,11 +38,17 @@ class TypeRef:
 
 @frozen
 class StateSpec:
+    """A role. `on_enter` / `on_exit` name actions run when a transition row enters or
+    leaves it (the `transitions` library's state callbacks: not for internal rows, and
+    both for a reflexive row whose dest is its source)."""
+
     name: str
     doc: str
     initial: bool
     final: bool
     line: int
+    on_enter: tuple[str, ...] = ()
+    on_exit: tuple[str, ...] = ()
 
 
 @frozen
@@ -61,11 +67,20 @@ class EnumSpec:
 
 
 @frozen
+class Default:
+    """A field's default: the value as loaded from YAML and its Python source text."""
+
+    value: object
+    python: str
+
+
+@frozen
 class FieldSpec:
     name: str
     type: TypeRef
     doc: str
     line: int
+    default: Default | None = None
 
 
 @frozen
@@ -103,6 +118,8 @@ class RowSpec:
     after: tuple[str, ...]
     doc: str
     line: int
+    test: str | None = None
+    """The recipe (in the row-test fixtures) that drives this row; None: by convention."""
 
     @property
     def guarded(self) -> bool:
@@ -123,11 +140,22 @@ class RowSpec:
 
 @frozen
 class Callback:
-    """A guard or action name with the payload type of the events that call it."""
+    """A guard or action name with the payload type it is called with (None: no argument).
+
+    `uses` are the spec lines of the rows (and states, for on_enter/on_exit) that name
+    it, in order; `declared` is the line of its entry under `callbacks:`, or 0."""
 
     name: str
     payload: str | None
     is_guard: bool
+    uses: tuple[int, ...] = ()
+    declared: int = 0
+    doc: str = ""
+
+    @property
+    def line(self) -> int:
+        """Where to point at it: its first use, else its declaration."""
+        return self.uses[0] if self.uses else self.declared
 
 
 @frozen
@@ -152,6 +180,18 @@ class Spec:
 
     def rows_for(self, state: str, event: str) -> tuple[RowSpec, ...]:
         return tuple(r for r in self.rows if r.trigger == event and state in r.sources)
+
+    def message(self, name: str) -> MessageSpec:
+        return next(m for m in self.messages if m.name == name)
+
+    def callback(self, name: str) -> Callback:
+        return next(c for c in self.callbacks if c.name == name)
+
+    @property
+    def state_callbacks(self) -> tuple[Callback, ...]:
+        """Actions named by some state's on_enter or on_exit."""
+        names = {n for s in self.states for n in (*s.on_enter, *s.on_exit)}
+        return tuple(c for c in self.callbacks if c.name in names)
 
     @property
     def initial(self) -> StateSpec:

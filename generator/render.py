@@ -13,6 +13,7 @@ import graphviz
 import jinja2
 
 from fsm_spec.model import RowSpec, Spec
+from generator.rowtests import Plan
 
 TEMPLATES = Path(__file__).with_name("templates")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -33,6 +34,7 @@ def _environment() -> jinja2.Environment:
     )
     env.globals["list"] = list
     env.filters["pyrepr"] = repr
+    env.filters["pystr"] = _python_string
     env.filters["pascal"] = lambda name: "".join(part.title() for part in name.split("_"))
     env.filters["dot_escape"] = lambda text: text.replace("\\", "\\\\").replace('"', '\\"')
     env.filters["html"] = lambda text: (
@@ -40,6 +42,27 @@ def _environment() -> jinja2.Environment:
     )
     env.filters["md_cell"] = lambda text: text.replace("|", "\\|")
     return env
+
+
+def _python_string(text: str, indent: int, width: int = 120) -> str:
+    """`text` as a Python string literal; one that would make the line longer than `width`
+    becomes parenthesised literals, one per line, split between words (docs in the spec
+    are normalised to single spaces, so the pieces join back to `text` exactly)."""
+    literal = repr(text)
+    if indent + len(literal) + 1 <= width:
+        return literal
+    room = width - indent - 4  # quotes, opening parenthesis, trailing comma
+    pieces: list[str] = []
+    current = ""
+    for word in text.split(" "):
+        candidate = f"{current} {word}" if current else word
+        if current and len(repr(candidate + " ")) > room:
+            pieces.append(current + " ")
+            current = word
+        else:
+            current = candidate
+    pieces.append(current)
+    return "(" + ("\n" + " " * (indent + 1)).join(repr(p) for p in pieces) + ")"
 
 
 def spec_display_path(spec: Spec) -> str:
@@ -97,6 +120,7 @@ def render_text(spec: Spec) -> dict[str, str]:
         "edges": _edges(spec),
         "internal": lambda state: _internal(spec, state),
         "wire_messages": [m for m in spec.messages if m.kind == "wire"],
+        "codes": lambda names: ", ".join(f"`{n}`" for n in names) or "—",
     }
     return {
         f"{module}.py": env.get_template("fsm.py.j2").render(context),
@@ -132,3 +156,16 @@ def render_all(spec: Spec) -> dict[str, str]:
     )
     outputs[f"{module}.svg"] = render_svg(outputs[f"{module}.dot"], header)
     return dict(sorted(outputs.items()))
+
+
+def render_row_tests(spec: Spec, plan: Plan, fixtures_module: str, fixtures_path: str) -> str:
+    """The generated row tests (see generator.rowtests)."""
+    return _environment().get_template("test_rows.py.j2").render(
+        spec=spec,
+        spec_path=spec_display_path(spec),
+        plan=plan,
+        testable=sum(1 for row in spec.rows if row.kind != "error"),
+        machine_module=f"generated.{spec.name}_fsm",
+        fixtures_module=fixtures_module,
+        fixtures_path=fixtures_path,
+    )

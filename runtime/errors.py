@@ -56,3 +56,19 @@ class StaleCommand(RaftError):
 class Overloaded(RaftError):
     """The leader has too many commands pending (accepted and not yet answered); this one was
     refused before it was proposed, so it was not applied. Retry later."""
+
+
+class MissingCallbacks(RaftError, TypeError):
+    """The handler object given to the dispatcher lacks callbacks the spec uses.
+
+    `missing` maps each missing name to where the spec uses it (e.g. ``"after of
+    heartbeat_timeout in leader (fsm_spec/raft.yaml:226)"``)."""
+
+    def __init__(self, handlers: str, missing: dict[str, list[str]]) -> None:
+        self.handlers = handlers
+        self.missing = missing
+        lines = [f"  {name}: {'; '.join(uses)}" for name, uses in sorted(missing.items())]
+        super().__init__(
+            f"{handlers} lacks {len(missing)} callback(s) the spec uses "
+            "(`python -m generator scaffold` prints stubs):\n" + "\n".join(lines)
+        )

@@ -13,6 +13,8 @@ Consensus Algorithm", extended version) and to Ongaro's thesis where marked.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from runtime.consensus.compaction import Compaction
 from runtime.consensus.config import Config
 from runtime.consensus.election import Election
@@ -25,3 +27,10 @@ __all__ = ["Config", "Consensus"]
 
 class Consensus(Validation, Election, Replication, Compaction, Reads):
     """Implements every guard and action of the spec over one `NodeRecord`."""
+
+    RAFT_HELPERS: ClassVar[frozenset[str]] = frozenset({
+        "invalid_reason", "flush", "replicate", "maybe_commit", "drop_incoming_snapshot", "age_incoming_snapshot",
+        "abort_reads", "committed_in_term", "confirmed_round", "release_reads", "start_read_round",
+    })
+    """Public methods that are not callbacks of the spec (the core and other handlers call
+    them); `python -m generator` warns about any other public method no row names."""
