@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SOURCES := fsm_spec generator generated runtime
 
-.PHONY: demo test lint typecheck generate graphviz bench clean
+.PHONY: demo test lint typecheck generate graphviz bench jepsen clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "raftfsm needs Python 3.11 or newer"; exit 1; }
@@ -44,6 +44,12 @@ demo: $(STAMP) graphviz
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/dispatch.py
+
+# Jepsen-style runs on real node processes (tests/test_jepsen.py with --long): kill -9,
+# SIGSTOP and, as root, network partitions in namespaces; about ten minutes.
+# JEPSEN_SEED=<n> replays a seed, JEPSEN_TIME=<s> sets the length of the mixed runs.
+jepsen: $(STAMP)
+	$(BIN)/python -m pytest -q -s -rxX --long tests/test_jepsen.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
