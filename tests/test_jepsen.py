@@ -42,14 +42,6 @@ class NotLinearizable(AssertionError):
     """The checker found a violation (other failures of a run are plain AssertionErrors)."""
 
 
-FORWARDING_BUG = pytest.mark.xfail(
-    reason="issue #9: a follower forwarding a PUT/DELETE to a leader killed mid-request has its aiohttp "
-           "client retry it on its own, and answers 503 'nothing was applied' for a command the dead leader "
-           "had committed; the fix is in progress on another branch (remove this marker when it merges)",
-    raises=NotLinearizable, strict=False,
-)
-
-
 def check_report(report: Report) -> None:
     """Fail on a violation (NotLinearizable), an exhausted checker or any other problem."""
     print(report.format())
@@ -73,7 +65,6 @@ SHORT = Config(
 )
 
 
-@FORWARDING_BUG
 def test_short_run_with_kills_pauses_and_partitions_is_linearizable(tmp_path: Path) -> None:
     began = time.monotonic()
     report = run(SHORT, tmp_path / "run")
@@ -84,10 +75,9 @@ def test_short_run_with_kills_pauses_and_partitions_is_linearizable(tmp_path: Pa
 
 def _long_cases() -> Iterator[object]:
     for faults in (("kill",), ("pause",), ("partition",)):
-        marks = [FORWARDING_BUG] if "kill" in faults else []
-        yield pytest.param(faults, SEED, 60.0, id=f"{'+'.join(faults)}-{SEED}", marks=marks)
+        yield pytest.param(faults, SEED, 60.0, id=f"{'+'.join(faults)}-{SEED}")
     for seed in LONG_SEEDS:
-        yield pytest.param(FAULTS, seed, LONG_TIME, id=f"all-{seed}", marks=[FORWARDING_BUG])
+        yield pytest.param(FAULTS, seed, LONG_TIME, id=f"all-{seed}")
 
 
 @pytest.mark.long
