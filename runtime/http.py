@@ -1,12 +1,15 @@
 """The HTTP JSON API of one key-value node (aiohttp).
 
-Every operation, reads included, goes through the Raft log (`RaftServer.apply`), so any
-answer is linearizable. A follower does not redirect: it forwards the request to the
-leader it knows of and relays the answer, so a client may talk to any node (see
-docs/kv.md for why). Forwarding is one hop at most: a forwarded request carries
-`X-Raft-Forwarded-By`, and a node that receives one but is not the leader answers 503
-instead of forwarding again, so two nodes with stale views cannot bounce a request
-between them.
+Writes go through the Raft log (`RaftServer.apply`); a GET is a ReadIndex read
+(`RaftServer.read`), served by whichever node receives it after one heartbeat round of the
+leader, or through the log with `?read=log`. Every answer is linearizable. A follower does
+not redirect writes: it forwards them to the leader it knows of and relays the answer, so
+a client may talk to any node (see docs/kv.md for why). A write carrying a client session
+(`X-Raft-Session`, `X-Raft-Sequence`, optionally `X-Raft-Ack`; sessions come from
+`POST /sessions`) applies exactly once however often it is retried. Forwarding is one
+hop at most: a forwarded request carries `X-Raft-Forwarded-By`, and a node that receives
+one but is not the leader answers 503 instead of forwarding again, so two nodes with
+stale views cannot bounce a request between them.
 
 Every answer to a key-value request says in `X-Raft-Outcome` what became of the command:
 `applied`, `not-applied` (certainly not applied: every 503 and every 4xx refusal) or
@@ -48,14 +51,27 @@ from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict
 from yarl import URL
 
-from runtime.errors import NodeHalted, NotLeader, Overloaded
+from runtime.errors import CommandRejected, NodeHalted, NotLeader, Overloaded, SessionExpired, StaleCommand
 from runtime.kv import CompareAndSet, Delete, Get, KVCommand, KVResult, Put
-from runtime.server import ApplyTimeout, ProposalDropped, RaftServer
+from runtime.server import ApplyTimeout, ProposalDropped, RaftServer, ReadRefused
 
 __all__ = [
-    "APPLIED", "BODY_TIMEOUT", "DEFAULT_HEADER_TIMEOUT", "DEFAULT_MAX_CONNECTIONS", "FORWARDED_HEADER",
-    "LEADER_HEADER", "MAX_BODY", "NOT_APPLIED", "OUTCOME_HEADER", "UNKNOWN", "KVHttpApi",
-    "client_ssl_context", "server_ssl_context",
+    "ACK_HEADER",
+    "APPLIED",
+    "BODY_TIMEOUT",
+    "DEFAULT_HEADER_TIMEOUT",
+    "DEFAULT_MAX_CONNECTIONS",
+    "FORWARDED_HEADER",
+    "LEADER_HEADER",
+    "MAX_BODY",
+    "NOT_APPLIED",
+    "OUTCOME_HEADER",
+    "SEQUENCE_HEADER",
+    "SESSION_HEADER",
+    "UNKNOWN",
+    "KVHttpApi",
+    "client_ssl_context",
+    "server_ssl_context",
 ]
 
 LEADER_HEADER: Final = "X-Raft-Leader"
@@ -67,6 +83,12 @@ OUTCOME_HEADER: Final = "X-Raft-Outcome"
 APPLIED: Final = "applied"
 NOT_APPLIED: Final = "not-applied"
 UNKNOWN: Final = "unknown"
+SESSION_HEADER: Final = "X-Raft-Session"
+"""A client session id from `POST /sessions`: the write applies exactly once per sequence."""
+SEQUENCE_HEADER: Final = "X-Raft-Sequence"
+"""The client's number for this command (1, 2, ...): a retry repeats it."""
+ACK_HEADER: Final = "X-Raft-Ack"
+"""The lowest sequence number whose answer the client still awaits (default: this one)."""
 
 MAX_BODY: Final = 1 << 20
 """Largest accepted request body (1 MiB); larger requests get 413."""
@@ -517,6 +539,7 @@ class KVHttpApi:
         self.app = web.Application(client_max_size=MAX_BODY, middlewares=[middleware])
         self.app.add_routes([
             web.get("/status", self._status),
+            web.post("/sessions", self._open_session),
             web.post("/kv/{key}/cas", self._cas),
             web.put("/kv/{key}", self._put),
             web.get("/kv/{key}", self._get),
@@ -678,7 +701,72 @@ class KVHttpApi:
         return await self._execute(request, Put(key, value), self._value_answer)
 
     async def _get(self, request: web.Request) -> web.Response:
-        return await self._execute(request, Get(self._key(request)), self._value_answer)
+        mode = request.query.get("read", "index")
+        if mode not in ("index", "log"):
+            raise BadRequest(f"read={mode!r}: use read=index (the default, a ReadIndex read) or read=log")
+        if mode == "log":
+            return await self._execute(request, Get(self._key(request)), self._value_answer)
+        return await self._read(request, Get(self._key(request)))
+
+    async def _open_session(self, request: web.Request) -> web.Response:
+        server = self.server
+        try:
+            client = await self._in_raft(server.open_session(timeout=self.apply_timeout))
+        except NotLeader as exc:
+            return await self._forward(request, exc)
+        except NodeHalted as exc:
+            return _error(503, str(exc), outcome=NOT_APPLIED, node=server.node_id, role="error")
+        except (Overloaded, ProposalDropped) as exc:
+            return _error(503, f"{exc}; retry", outcome=NOT_APPLIED, retry=True, node=server.node_id)
+        except ApplyTimeout as exc:
+            return _error(504, f"{exc}; a session may have been opened (unused sessions expire)", outcome=UNKNOWN,
+                          node=server.node_id)
+        response = web.json_response({"session": client}, status=201)
+        response.headers[LEADER_HEADER] = server.node_id
+        response.headers[OUTCOME_HEADER] = APPLIED
+        return response
+
+    async def _read(self, request: web.Request, query: Get) -> web.Response:
+        """A linearizable read on this node (leader or follower): nothing is proposed, so
+        every failure is a plain "not applied, retry"."""
+        server = self.server
+        try:
+            result = await self._in_raft(server.read(query, timeout=self.apply_timeout))
+        except NodeHalted as exc:
+            return _error(503, str(exc), outcome=NOT_APPLIED, node=server.node_id, role="error")
+        except (NotLeader, ReadRefused) as exc:
+            return _error(503, f"{exc}; retry", outcome=NOT_APPLIED, retry=True, node=server.node_id)
+        except ApplyTimeout as exc:
+            return _error(504, f"the read was not confirmed in time: {exc}; retry", outcome=NOT_APPLIED,
+                          retry=True, node=server.node_id)
+        response = self._value_answer(query, result)
+        response.headers[LEADER_HEADER] = server.leader_id or ""
+        response.headers[OUTCOME_HEADER] = APPLIED
+        return response
+
+    @staticmethod
+    def _session_of(request: web.Request) -> tuple[int, int, int] | None:
+        """The client session a write carries in its headers, or None (no session: the write
+        is not deduplicated, and retrying it after an unknown outcome may apply it twice)."""
+        client = request.headers.get(SESSION_HEADER)
+        if client is None:
+            if SEQUENCE_HEADER in request.headers:
+                raise BadRequest(f"{SEQUENCE_HEADER} needs {SESSION_HEADER}")
+            return None
+        numbers: list[int] = []
+        for name, default in ((SESSION_HEADER, None), (SEQUENCE_HEADER, None), (ACK_HEADER, "")):
+            text = request.headers.get(name, default)
+            if text is None:
+                raise BadRequest(f"{SESSION_HEADER} needs {SEQUENCE_HEADER} (1, 2, ... for each command)")
+            if text == "":
+                numbers.append(numbers[1])
+                continue
+            if not text.isdigit() or not 0 < int(text) < 1 << 63:
+                raise BadRequest(f"{name} must be a positive integer, not {text[:40]!r}")
+            numbers.append(int(text))
+        if numbers[2] > numbers[1]:
+            raise BadRequest(f"{ACK_HEADER} {numbers[2]} is above {SEQUENCE_HEADER} {numbers[1]}")
+        return numbers[0], numbers[1], numbers[2]
 
     async def _delete(self, request: web.Request) -> web.Response:
         return await self._execute(request, Delete(self._key(request)), self._value_answer)
@@ -771,10 +859,19 @@ class KVHttpApi:
         answer: Answer,
     ) -> web.Response:
         server = self.server
+        session = self._session_of(request)
         try:
-            result = await self._in_raft(server.apply(command, timeout=self.apply_timeout))
+            result = await self._in_raft(server.apply(command, timeout=self.apply_timeout, session=session))
         except NotLeader as exc:
             return await self._forward(request, exc)
+        except CommandRejected as exc:
+            return _error(422, f"the command was refused: {exc}; nothing changed", outcome=NOT_APPLIED,
+                          node=server.node_id)
+        except SessionExpired as exc:
+            return _error(410, f"{exc}; open a new session with POST /sessions", outcome=NOT_APPLIED,
+                          node=server.node_id)
+        except StaleCommand as exc:
+            return _error(409, f"{exc}; its answer was already delivered", outcome=UNKNOWN, node=server.node_id)
         except NodeHalted as exc:
             return _error(503, str(exc), outcome=NOT_APPLIED, node=server.node_id, role="error")
         except (Overloaded, ProposalDropped) as exc:

@@ -133,8 +133,8 @@ def test_bad_input_gets_400_with_a_reason(shared: LocalCluster) -> None:
 def test_a_forwarded_request_is_never_forwarded_again(shared: LocalCluster) -> None:
     leader = shared.wait_for_leader(timeout=10, agreed=True)
     follower = next(n for n in shared.ids if n != leader)
-    code, body, headers = http_json("GET", f"{shared.http_url(follower)}/kv/colour",
-                                    headers={FORWARDED_HEADER: "n9"})
+    code, body, headers = http_json("PUT", f"{shared.http_url(follower)}/kv/colour", b"red",
+                                    headers={FORWARDED_HEADER: "n9", "Content-Type": "text/plain"})
     assert code == 503 and "not forwarding twice" in body["error"], body
     assert headers["Retry-After"]
 
@@ -236,8 +236,12 @@ def test_without_a_leader_requests_get_503_and_retry_after(tmp_path: Path) -> No
     try:
         cluster.start_node("n1")  # alone: it can never win an election
         code, body, headers = eventually(
-            lambda: _try(lambda: http_json("GET", f"{cluster.http_url('n1')}/kv/x", timeout=1)), 10, "n1 serves HTTP")
+            lambda: _try(lambda: http_json("PUT", f"{cluster.http_url('n1')}/kv/x", b"v", timeout=1,
+                                           headers={"Content-Type": "text/plain"})), 10, "n1 serves HTTP")
         assert code == 503 and body["error"] == "no leader yet" and headers["Retry-After"], body
+        assert headers["X-Raft-Outcome"] == "not-applied"
+        code, body, headers = http_json("GET", f"{cluster.http_url('n1')}/kv/x", timeout=2)
+        assert code == 503 and "no leader is known" in body["error"] and headers["Retry-After"], body
     finally:
         assert cluster.stop() == {"n1": 0}, "SIGTERM stops a node cleanly"
 

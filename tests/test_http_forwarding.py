@@ -44,7 +44,10 @@ class FollowerStub:
         self.leader_address = leader_address
         self.applied = 0
 
-    async def apply(self, command: object, timeout: float = 5.0) -> object:
+    async def apply(self, command: object, timeout: float = 5.0, session: object = None) -> object:
+        raise NotLeader(self.node_id, "n1", self.leader_address)
+
+    async def open_session(self, timeout: float = 5.0) -> int:
         raise NotLeader(self.node_id, "n1", self.leader_address)
 
     def status(self) -> dict[str, object]:
@@ -197,8 +200,9 @@ def test_the_forwarded_target_is_the_raw_path_byte_for_byte() -> None:
 
     async def body(follower: tuple[str, int]) -> None:
         for target in targets:
-            method = "POST" if target.endswith("/cas") else "GET"
-            payload = b'{"expected": null, "value": "v"}' if method == "POST" else b""
+            # writes are forwarded (a GET is a ReadIndex read, served by the follower itself)
+            method = "POST" if target.endswith("/cas") else "PUT"
+            payload = b'{"expected": null, "value": "v"}' if method == "POST" else b"v"
             status, _, answer = await send(follower, method, target, payload)
             assert status == 200, (target, answer)
             assert leader.requests[-1][:2] == (method, target)

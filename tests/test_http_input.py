@@ -157,7 +157,7 @@ class BrokenServer:
     def status(self) -> dict[str, object]:
         raise KeyError("a bug\nspanning lines")
 
-    async def apply(self, command: object, timeout: float = 5.0) -> object:
+    async def apply(self, command: object, timeout: float = 5.0, session: object = None) -> object:
         raise RuntimeError("another bug")
 
 

@@ -255,14 +255,15 @@ class KVClientError(Exception):
 
 def kv_request(addresses: list[str], method: str, path: str, body: bytes | None, *, timeout: float,
                idempotent: bool, content_type: str = "application/json",
-               client: ClientOptions | None = None) -> tuple[int, dict[str, Any], str]:
+               client: ClientOptions | None = None,
+               extra_headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any], str]:
     """Send the request to the listed nodes (base URLs) in turn until one answers it: a
     request that could not be sent (no connection) or got 503 (never applied) moves on to
     the next node (and, after each round, waits a little longer, from 50 to 500 ms). An
     outcome-unknown failure — 502, 504, or the connection lost after the request was sent —
     is retried only for idempotent requests; otherwise KVClientError says the outcome is
     unknown. Returns (status, JSON body, the address that answered)."""
-    headers = {"Content-Type": content_type, **(client.headers if client else {})}
+    headers = {"Content-Type": content_type, **(client.headers if client else {}), **(extra_headers or {})}
     deadline = time.monotonic() + timeout
     backoff = 0.05
     last = "no node tried"
@@ -290,6 +291,30 @@ def kv_request(addresses: list[str], method: str, path: str, body: bytes | None,
         backoff = min(backoff * 2, 0.5)
 
 
+def _write_once(addresses: list[str], method: str, path: str, body: bytes | None, deadline: float,
+                client: ClientOptions) -> tuple[int, dict[str, Any]]:
+    """One write under a client session of its own: opened first (POST /sessions), then the
+    command as sequence 1, retried on any node after any unclear outcome until it is
+    definite — the session makes every retry return the first answer instead of applying
+    the command again. An expired session (410: not applied) gets a new session."""
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise KVClientError("gave up: no session could be opened in time")
+        code, answer, _ = kv_request(addresses, "POST", "/sessions", b"", timeout=remaining, idempotent=True,
+                                     client=client)
+        if code != 201 or not isinstance(answer.get("session"), int):
+            return code, answer
+        session = {"X-Raft-Session": str(answer["session"]), "X-Raft-Sequence": "1"}
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise KVClientError("gave up after opening a session; the command was not sent")
+        code, answer, _ = kv_request(addresses, method, path, body, timeout=remaining, idempotent=True,
+                                     client=client, extra_headers=session)
+        if code != 410:
+            return code, answer
+
+
 def run_kv(args: argparse.Namespace) -> int:
     addresses = _addresses(args.cluster)
     if not addresses:
@@ -298,17 +323,22 @@ def run_kv(args: argparse.Namespace) -> int:
     path = f"/kv/{urllib.parse.quote(args.key, safe='')}"
     body: bytes | None = None
     if args.op == "put":
-        method, idempotent, body = "PUT", True, json.dumps({"value": args.value}).encode()
+        method, body = "PUT", json.dumps({"value": args.value}).encode()
     elif args.op == "get":
-        method, idempotent = "GET", True
+        method = "GET"
     elif args.op == "del":
-        method, idempotent = "DELETE", False
+        method = "DELETE"
     else:
-        method, idempotent, path = "POST", False, path + "/cas"
+        method, path = "POST", path + "/cas"
         body = json.dumps({"expected": None if args.absent else args.expected, "value": args.value}).encode()
+    client = ClientOptions(args, "kv")
+    deadline = time.monotonic() + args.timeout
     try:
-        code, answer, _ = kv_request(addresses, method, path, body, timeout=args.timeout, idempotent=idempotent,
-                                     client=ClientOptions(args, "kv"))
+        if method == "GET":  # a read changes nothing: retrying it is always safe
+            code, answer, _ = kv_request(addresses, method, path, body, timeout=args.timeout, idempotent=True,
+                                         client=client)
+        else:
+            code, answer = _write_once(addresses, method, path, body, deadline, client)
     except KVClientError as exc:
         print(f"raftfsm kv: {exc}", file=sys.stderr)
         return 1
