@@ -19,6 +19,7 @@ from generated.raft_fsm import (
     Event,
     FatalError,
     InstallSnapshot,
+    MembershipChange,
     PreVote,
     PreVoteReply,
     Proposal,
@@ -26,13 +27,15 @@ from generated.raft_fsm import (
     RequestVote,
     Role,
     TermNotice,
+    TransferRequest,
     WireMessage,
 )
 from runtime.consensus import Config, Consensus
 from runtime.dispatch import Dispatcher
 from runtime.log import RaftLog
+from runtime.membership import Configuration
 from runtime.ready import HardState, PersistentState, Ready, Snapshot, SoftState
-from runtime.record import NodeRecord, Peer
+from runtime.record import NodeRecord
 
 _EVENT_OF_MESSAGE: dict[type, Event] = dict(EVENT_OF_MESSAGE)
 
@@ -58,20 +61,19 @@ class RaftCore:
     def __init__(
         self,
         node_id: str,
-        voters: Sequence[str],
+        voters: Sequence[str] | Configuration,
         config: Config | None = None,
         state: PersistentState | None = None,
         handlers: type[Consensus] = Consensus,
     ) -> None:
-        """`handlers` lets a protocol developer run a subclass of the stock guards and
-        actions (the test suite plants bugs this way)."""
-        voters = tuple(voters)
-        if node_id not in voters:
-            raise ValueError(f"node {node_id!r} is not among the voters {list(voters)}")
-        if len(set(voters)) != len(voters):
-            raise ValueError(f"duplicate voter ids in {list(voters)}")
+        """`voters` (ids, or a whole `Configuration` with learners and addresses) is the
+        bootstrap configuration: used only when neither `state`'s snapshot, its stored
+        bootstrap configuration nor its log holds one. `handlers` lets a protocol developer
+        run a subclass of the stock guards and actions (the test suite plants bugs this way).
+        Raises ValueError (ConfigurationError) for a malformed configuration."""
+        bootstrap = voters if isinstance(voters, Configuration) else Configuration.voters_only(voters)
         self.config = config or Config()
-        record = NodeRecord(id=node_id, peers={v: Peer(v) for v in voters if v != node_id})
+        record = NodeRecord(id=node_id, peers={})
         snapshot = None
         if state is not None:
             snapshot = state.snapshot
@@ -87,8 +89,17 @@ class RaftCore:
             record.commit_index = max(state.hard_state.commit, applied)
             record.last_applied = applied
         self.record = record
-        self._consensus = handlers(record, self.config, voters)
+        if snapshot is not None:
+            base = snapshot.configuration
+        elif state is not None and state.configuration is not None:
+            base = state.configuration
+        else:
+            base = bootstrap
+        self._consensus = handlers(record, self.config, base)
         self._consensus.snapshot = snapshot
+        self._consensus.apply_configuration()
+        self._consensus.note_entries(record.log.entries)
+        self._reported_configuration = self._consensus.configuration
         self._dispatcher = Dispatcher(record, self._consensus)
         self._fire = self._dispatcher.fire
         self._persisted = HardState(record.current_term, record.voted_for, record.commit_index)
@@ -127,6 +138,17 @@ class RaftCore:
     def voters(self) -> tuple[str, ...]:
         return self._consensus.voters
 
+    @property
+    def configuration(self) -> Configuration:
+        """The configuration this node uses: the latest in its log, committed or not."""
+        return self._consensus.configuration
+
+    @property
+    def configuration_committed(self) -> bool:
+        """True if the configuration in use is committed (no change in flight)."""
+        log = self._consensus.config_log
+        return not log or log[-1][0] <= self.record.commit_index
+
     def status(self) -> dict[str, object]:
         record = self.record
         return {
@@ -138,6 +160,8 @@ class RaftCore:
             "applied": record.last_applied,
             "last_index": record.log.last_index,
             "halt_reason": record.halt_reason,
+            "voters": list(self._consensus.configuration.voters),
+            "learners": list(self._consensus.configuration.learners),
             "peers": {
                 peer.id: {
                     "match": peer.match_index,
@@ -181,10 +205,18 @@ class RaftCore:
         makes this raise."""
         record = self.record
         kind = type(message)
-        if message.receiver != record.id or message.sender not in record.peers:
+        if message.receiver != record.id:
+            return Dropped(f"{kind.__name__} from {message.sender!r} is addressed to {message.receiver!r}",
+                           invalid=True)
+        if message.sender not in self._consensus.known_ids or message.sender == record.id:
+            # not in any configuration this node has seen: a node added by an entry it has
+            # not received yet, or a stranger (strangers cannot get this far: the transport
+            # authenticates every peer). Messages from members of other configurations are
+            # processed (thesis §4.1), so a node with a stale configuration still follows
+            # the current leader.
             return Dropped(
-                f"{kind.__name__} from {message.sender!r} to {message.receiver!r}: outside the configuration "
-                f"{list(self.voters)}", invalid=True,
+                f"{kind.__name__} from {message.sender!r}, outside the configurations this node knows "
+                f"({self._consensus.configuration.describe()})", invalid=False,
             )
         if record.role is Role.error:
             return Dropped(f"{kind.__name__} from {message.sender}: this node halted", invalid=False)
@@ -193,14 +225,27 @@ class RaftCore:
             return Dropped(f"invalid {kind.__name__} from {message.sender}: {reason}", invalid=True)
         if message.term > record.current_term and not _prospective(message):
             leader = message.sender if kind is AppendEntries or kind is InstallSnapshot else None
-            self._fire(Event.higher_term, TermNotice(message.term, leader, kind is RequestVote))
+            # a RequestVote the leader asked for (TimeoutNow) is not subject to stickiness
+            disruptive = kind is RequestVote and not message.leadership_transfer  # type: ignore[union-attr]
+            self._fire(Event.higher_term, TermNotice(message.term, leader, disruptive))
             if record.current_term < message.term:
                 return Dropped(
                     f"{kind.__name__} from {message.sender} for term {message.term} ignored: the leader "
                     f"{record.leader_id} is live (leader stickiness)", invalid=False,
                 )
         self._fire(_EVENT_OF_MESSAGE[kind], message)
+        self._check_configuration_commit()
         return None
+
+    def _check_configuration_commit(self) -> None:
+        """Tell the leader's table when the latest configuration entry has committed."""
+        consensus = self._consensus
+        record = self.record
+        if record.role is Role.leader and consensus.config_log:
+            index = consensus.config_log[-1][0]
+            if consensus.config_commit_seen < index <= record.commit_index:
+                consensus.config_commit_seen = index
+                self._fire(Event.configuration_committed)
 
     def propose(self, command: bytes) -> tuple[int, int]:
         """Append one command; return its (index, term). Raises NotLeader on a follower
@@ -220,6 +265,23 @@ class RaftCore:
         with this `request_id`: serve the read once `index` is applied, or refuse it if
         `index` is None. Raises NotLeader on a node that knows no leader."""
         self._fire(Event.read, ReadRequest(request_id))
+
+    def change_membership(self, configuration: Configuration) -> int:
+        """Switch to `configuration` (leader only; one server at a time, see
+        runtime.consensus.membership); return the index of its entry. It takes effect at
+        once; it is in force for good once that index is committed. Raises NotLeader or
+        MembershipChangeRefused (saying why)."""
+        self._fire(Event.change_membership, MembershipChange(configuration.encode()))
+        return self._consensus.last_proposal[0]
+
+    def transfer_leadership(self, target: str | None = None) -> str:
+        """Hand leadership to `target` (default: the most up-to-date voter); return the
+        target. The leader refuses proposals meanwhile; the transfer is abandoned after an
+        election timeout. Raises NotLeader or MembershipChangeRefused."""
+        self._fire(Event.transfer_leadership, TransferRequest(target))
+        target_id = self._consensus.transfer_target
+        assert target_id is not None
+        return target_id
 
     def campaign(self) -> None:
         """Start an election now (as if the election timeout had elapsed)."""
@@ -246,10 +308,11 @@ class RaftCore:
         term = log.term_at(index)
         if term is None or index < log.offset:
             raise ValueError(f"cannot compact to {index}: the log starts after {log.offset}")
+        configuration = self._consensus.configuration_at(index)
         if checksum is None:
-            snapshot = Snapshot(index, term, self.voters, data)
+            snapshot = Snapshot(index, term, configuration, data)
         else:
-            snapshot = Snapshot(index, term, self.voters, data, checksum)
+            snapshot = Snapshot(index, term, configuration, data, checksum)
         cut = max(log.offset, index - trailing)
         if trailing_bytes is not None:
             kept = 0
@@ -261,6 +324,7 @@ class RaftCore:
                 position -= 1
             cut = position
         log.compact(cut)
+        self._consensus.note_compaction(cut)
         self._consensus.snapshot = snapshot
         return snapshot
 
@@ -295,6 +359,7 @@ class RaftCore:
             or consensus.received_snapshot is not None
             or consensus.read_states
             or (consensus.read_round_wanted and record.role is Role.leader)
+            or consensus.configuration is not self._reported_configuration
             or self._hard_state() is not None
             or self._soft_state() is not None
         )
@@ -317,8 +382,10 @@ class RaftCore:
         consensus.outbox = []
         read_states = consensus.read_states
         consensus.read_states = []
+        configuration = consensus.configuration
+        changed = configuration if configuration is not self._reported_configuration else None
         return Ready(messages, log.unstable(), self._hard_state(), committed, snapshot, self._soft_state(),
-                     read_states)
+                     read_states, changed)
 
     def advance(self, ready: Ready) -> None:
         """The driver persisted, sent and applied `ready`."""
@@ -326,6 +393,8 @@ class RaftCore:
         consensus = self._consensus
         if ready.soft_state is not None:
             self._soft = ready.soft_state
+        if ready.configuration is not None:
+            self._reported_configuration = ready.configuration
         if record.role is Role.error:
             return
         if ready.entries:
@@ -340,3 +409,4 @@ class RaftCore:
             record.last_applied = ready.committed_entries[-1].index
         if record.role is Role.leader:
             consensus.maybe_commit()  # our own entries just became durable
+            self._check_configuration_commit()

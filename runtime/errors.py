@@ -72,3 +72,8 @@ class MissingCallbacks(RaftError, TypeError):
             f"{handlers} lacks {len(missing)} callback(s) the spec uses "
             "(`python -m generator scaffold` prints stubs):\n" + "\n".join(lines)
         )
+
+
+class MembershipChangeRefused(RaftError):
+    """The leader refused a configuration change or a leadership transfer; the message says
+    why (one change at a time, not caught up, not a voter, ...). Nothing was changed."""

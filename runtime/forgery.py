@@ -29,6 +29,7 @@ from generated.raft_fsm import (
     WireMessage,
 )
 from runtime.limits import MAX_WIRE_INT
+from runtime.membership import Configuration
 
 STRANGER = "mallory"
 """The sender id of messages from outside the configuration."""
@@ -68,7 +69,8 @@ def from_stranger(rng: random.Random, receiver: str, msg_id: int) -> WireMessage
         return AppendEntriesReply(msg_id, sender, receiver, term, True, _number(rng), 0, 0, 0, _number(rng))
     if kind == 6:
         return InstallSnapshot(msg_id, sender, receiver, term, sender, _number(rng), _number(rng),
-                               (sender,), _number(rng), 6, bytes(32), 0, b"forged", True)
+                               Configuration.voters_only((sender,)).encode(), _number(rng), 6, bytes(32), 0,
+                               b"forged", True)
     return InstallSnapshotReply(msg_id, sender, receiver, term, _number(rng), _number(rng), _number(rng), True)
 
 
@@ -90,7 +92,7 @@ def impossible(rng: random.Random, message: WireMessage) -> WireMessage | None:
         choices.append(attrs.evolve(message, conflict_term=message.term + 1))
     elif isinstance(message, InstallSnapshot):
         choices.append(attrs.evolve(message, leader_id=_other(message)))
-        choices.append(attrs.evolve(message, configuration=()))
+        choices.append(attrs.evolve(message, configuration=b"\x90"))  # an empty list: no voter
         choices.append(attrs.evolve(message, last_included_term=message.term + 1))
         choices.append(attrs.evolve(message, last_included_index=0))
         choices.append(attrs.evolve(message, size=message.offset + len(message.data) - 1))

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from attrs import Factory, define, field, frozen
 
 from generated.raft_fsm import Entry, Role, WireMessage
+from runtime.membership import Configuration
 
 
 @frozen
@@ -26,7 +27,7 @@ class Snapshot:
 
     index: int
     term: int
-    configuration: tuple[str, ...]
+    configuration: Configuration
     data: bytes
     checksum: bytes = field(default=Factory(lambda self: hashlib.sha256(self.data).digest(), takes_self=True))
 
@@ -67,6 +68,9 @@ class PersistentState:
     hard_state: HardState
     snapshot: Snapshot | None
     entries: Sequence[Entry]
+    configuration: Configuration | None = None
+    """The bootstrap configuration stored with the node, if any: used when neither the
+    snapshot nor the log holds one."""
 
 
 @frozen
@@ -77,6 +81,7 @@ class Ready:
        entries from `entries[0].index` on) and `hard_state`, in one transaction;
     2. send `messages`;
     3. restore `snapshot` into the state machine, then apply `committed_entries`;
+    0. if `configuration` is set, tell the transport who the peers are now;
     4. call `core.advance(ready)`;
     5. answer `read_states` once the state machine has applied their index.
     """
@@ -88,3 +93,6 @@ class Ready:
     snapshot: Snapshot | None
     soft_state: SoftState | None
     read_states: Sequence[ReadState] = ()
+    configuration: Configuration | None = None
+    """The configuration in use changed (a membership change was appended, truncated or
+    installed with a snapshot): the driver updates its transport's peers before sending."""

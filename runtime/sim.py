@@ -30,8 +30,9 @@ from generated.raft_fsm import AppendEntries, Entry, EntryKind, Role, WireMessag
 from runtime.applier import Applied, Applier
 from runtime.consensus import Config, Consensus
 from runtime.core import RaftCore
-from runtime.errors import NotLeader, RaftError
+from runtime.errors import MembershipChangeRefused, NotLeader, RaftError
 from runtime.forgery import from_stranger, impossible
+from runtime.membership import Configuration, ConfigurationError, Member
 from runtime.ready import Ready
 from runtime.sessions import Command, Register, decode_entry, encode_command, encode_register
 from runtime.statemachine import StateMachine
@@ -39,6 +40,10 @@ from runtime.storage.base import Storage, StorageError
 from runtime.storage.memory import MemoryStorage
 
 log = logging.getLogger("raftfsm.sim")
+
+
+STORM_WINDOW = 100
+"""Ticks over which the message-rate checker counts."""
 
 
 class InvariantViolation(AssertionError):
@@ -160,6 +165,7 @@ class Simulation:
         self._network: list[tuple[int, int, WireMessage]] = []
         self._sequence = 0
         self.messages_sent = 0
+        self._window_start = 0
         self._forged: set[int] = set()
         """ids of injected messages still in flight (they bypass partitions: a forger is
         anywhere on the network)."""
@@ -174,8 +180,11 @@ class Simulation:
         self._handles: dict[tuple[str, int], Proposed] = {}
         self.acknowledged: dict[int, bytes] = {}
         self.nodes: dict[str, SimNode] = {}
+        bootstrap = Configuration.voters_only(self.ids)
         for number, node_id in enumerate(self.ids):
-            self.nodes[node_id] = self._boot(node_id, MemoryStorage(), number)
+            disk = MemoryStorage()
+            disk.bootstrap(bootstrap)
+            self.nodes[node_id] = self._boot(node_id, disk, number)
 
     # -- construction -------------------------------------------------------------------
     def _handlers_for(self, node_id: str) -> type[Consensus]:
@@ -269,13 +278,71 @@ class Simulation:
         self._drain(node)
         return handle
 
+    # -- membership -------------------------------------------------------------------------
+    def add_node(self, node_id: str | None = None) -> str:
+        """Start a new, empty node that knows the leader's configuration (as `raftfsm node
+        --join` learns it); it takes part once a change adds it (`add_learner`)."""
+        leader = self.leader()
+        if leader is None:
+            raise NotLeader("simulation", None)
+        new_id = node_id or f"n{len(self.ids) + 1}"
+        disk = MemoryStorage()
+        disk.bootstrap(self.nodes[leader].core.configuration.with_learner(Member(new_id)))
+        self.ids = (*self.ids, new_id)
+        self.nodes[new_id] = self._boot(new_id, disk, len(self.ids))
+        self.trace.append(f"t={self.now} new node {new_id}")
+        return new_id
+
+    def change_membership(self, configuration: Configuration, node_id: str | None = None) -> int:
+        """Ask the leader (or `node_id`) for a configuration change; return its entry's
+        index. Raises NotLeader or MembershipChangeRefused."""
+        target = node_id or self.leader()
+        if target is None:
+            raise NotLeader("simulation", None)
+        node = self.nodes[target]
+        index = node.core.change_membership(configuration)
+        self.trace.append(f"t={self.now} {target} proposes {configuration.describe()} at {index}")
+        self._drain(node)
+        return index
+
+    def transfer_leadership(self, target: str | None = None, node_id: str | None = None) -> str:
+        leader = node_id or self.leader()
+        if leader is None:
+            raise NotLeader("simulation", None)
+        node = self.nodes[leader]
+        chosen = node.core.transfer_leadership(target)
+        self.trace.append(f"t={self.now} {leader} hands over to {chosen}")
+        self._drain(node)
+        return chosen
+
+    def members(self) -> tuple[str, ...]:
+        """The nodes of the latest configuration known to the leader (all nodes if none)."""
+        leader = self.leader()
+        if leader is None:
+            return self.ids
+        return self.nodes[leader].core.configuration.ids
+
     # -- running --------------------------------------------------------------------------
     def run(self, ticks: int) -> None:
         for _ in range(ticks):
             self.step_tick()
 
+    def _check_message_rate(self) -> None:
+        """No storm: over STORM_WINDOW ticks, at most a window of requests and their
+        replies per pair of nodes per tick, plus timer traffic (a resend loop or a
+        truncate-and-resend bug shows here long before a safety checker fires)."""
+        nodes = len(self.ids)
+        per_tick = nodes * (nodes - 1) * (2 * self.config.max_inflight + 4)
+        limit = int(STORM_WINDOW * per_tick * (1 + self.faults.duplicate))
+        sent = self.messages_sent - self._window_start
+        self._window_start = self.messages_sent
+        if sent > limit:
+            self.violation("message storm", f"{sent} messages in {STORM_WINDOW} ticks (at most {limit} expected)")
+
     def step_tick(self) -> None:
         self.now += 1
+        if self.now % STORM_WINDOW == 0:
+            self._check_message_rate()
         network = self._network
         while network and network[0][0] <= self.now:
             _, _, message = heapq.heappop(network)
@@ -295,7 +362,8 @@ class Simulation:
                     self.violation("§5.1 stale term", f"{node.id} (term {before[0]}) followed an AppendEntries of "
                                    f"the term-{message.term} leader {message.sender}")
                 if forged:
-                    if dropped is None or not (dropped.invalid or node.core.role is Role.error):
+                    stranger = message.sender not in node.core.record.peers
+                    if dropped is None or not (dropped.invalid or stranger or node.core.role is Role.error):
                         self.violation("validation", f"{node.id} accepted a forged or impossible message: {message}")
                     self.forged_dropped += 1
                 elif dropped is not None and dropped.invalid:
@@ -425,6 +493,12 @@ class Simulation:
                 if other != node.id:
                     self.violation("Election Safety", f"{other} and {node.id} are both leaders of term {term}")
                 self._check_leader_completeness(node)
+        if core.role is Role.leader:
+            if core.commit_index > node.last_commit:
+                self._check_commit_quorum(node)
+            for entry in ready.entries:
+                if entry.kind is EntryKind.configuration and entry.term == core.term:
+                    self._check_configuration_change(node, entry.index)
         if core.commit_index < node.last_commit:
             self.violation("commit index monotonic", f"{node.id} commit went {node.last_commit} -> {core.commit_index}")
         if core.last_applied < node.last_applied:
@@ -433,6 +507,46 @@ class Simulation:
             self.violation("applied <= committed", f"{node.id} applied {core.last_applied} > {core.commit_index}")
         node.last_commit = core.commit_index
         node.last_applied = core.last_applied
+
+    def _check_commit_quorum(self, node: SimNode) -> None:
+        """§5.3 with membership: a leader commits an index only once a majority of the
+        voters of its configuration holds that entry durably (the ground truth of every
+        node's persisted log, not the leader's bookkeeping)."""
+        core = node.core
+        index, term = core.commit_index, core.log.term_at(core.commit_index)
+        configuration = core.configuration
+        holders = [
+            voter for voter in configuration.voters
+            if voter in self.nodes and self._holds(self.nodes[voter], index, term)
+        ]
+        if len(holders) < len(configuration.voters) // 2 + 1:
+            self.violation(
+                "commit by quorum",
+                f"leader {node.id} committed index {index} (term {term}) held by only {holders} of the voters "
+                f"{list(configuration.voters)}",
+            )
+
+    @staticmethod
+    def _holds(node: SimNode, index: int, term: int | None) -> bool:
+        log = node.core.log
+        if index <= log.offset:
+            return True  # compacted into a snapshot: it held the entry
+        return index <= log.stable and log.term_at(index) == term
+
+    def _check_configuration_change(self, node: SimNode, index: int) -> None:
+        """Thesis §4.1, single-server changes: a leader appends a configuration entry only
+        after committing an entry of its own term and every earlier configuration entry."""
+        core = node.core
+        consensus = core._consensus
+        earlier = [i for i, _ in consensus.config_log if i < index]
+        if earlier and earlier[-1] > core.commit_index:
+            self.violation("one configuration change at a time",
+                           f"leader {node.id} appended a configuration at {index} while the one at {earlier[-1]} "
+                           f"was uncommitted (commit {core.commit_index})")
+        if core.log.term_at(min(core.commit_index, index - 1)) != core.term:
+            self.violation("configuration change before an own-term commit",
+                           f"leader {node.id} (term {core.term}) appended a configuration at {index} before "
+                           f"committing an entry of its term (commit {core.commit_index})")
 
     def _check_leader_completeness(self, node: SimNode) -> None:
         """§5.4: a leader's log holds every entry committed in earlier terms."""
@@ -496,7 +610,7 @@ class Simulation:
         window of chunks at a time."""
         config = self.config
         per_message = max(1, min(config.max_entries_per_message, config.max_bytes_per_message // 48))
-        lag = max(0, index - min(n.core.last_applied for n in self.nodes.values()))
+        lag = max(0, index - min(self.nodes[n].core.last_applied for n in self.members()))
         round_trips = lag // (per_message * config.max_inflight) + 1
         snapshot = self.nodes[self.leader() or self.ids[0]].core._consensus.snapshot
         if snapshot is not None:
@@ -529,17 +643,25 @@ class Simulation:
                     state = f"leader {leader_id} at commit {core.commit_index} of {core.log.last_index}"
                 self.violation("liveness", f"{self.now - started} ticks after the faults healed: {state}")
             self.step_tick()
-        index, _ = self.propose(b"liveness-probe")
+        while True:  # a leader handing over refuses proposals until the transfer ends
+            try:
+                index, _ = self.propose(b"liveness-probe")
+                break
+            except NotLeader:
+                if self.now >= started + allowed + self.config.election_ticks * 4:
+                    self.violation("liveness", "no leader accepts a proposal after the faults healed")
+                self.step_tick()
         round_trips = self._round_trips(index)
         allowed = bound + round_trips * (2 * self.latency + 1)
         deadline = self.now + allowed
-        while not all(n.core.last_applied >= index for n in self.nodes.values()):
+        members = [self.nodes[n] for n in self.members()]
+        while not all(n.core.last_applied >= index for n in members):
             if self.now >= deadline:
                 self.violation("liveness", f"proposal at {index} not applied everywhere within {allowed} ticks "
                                f"({bound} + {round_trips} round trips to ship what the slowest node lacks)")
             self.step_tick()
         for index, data in self.acknowledged.items():
-            for node in self.nodes.values():
+            for node in members:
                 restored = node.core._consensus.snapshot
                 if restored is not None and index <= restored.index and index not in node.applied:
                     continue  # covered by a snapshot this incarnation restored
@@ -567,16 +689,16 @@ class Nemesis:
     def __init__(self, sim: Simulation, faults: Sequence[str] = ("all",), rate: float = 0.02) -> None:
         self.sim = sim
         self.rate = rate
-        kinds = {"partition", "crash", "reboot", "drop", "duplicate", "reorder", "delay", "forge"}
+        kinds = {"partition", "crash", "reboot", "drop", "duplicate", "reorder", "delay", "forge", "membership"}
         self.kinds = kinds if "all" in faults else set(faults) & kinds
         self.counter = 0
 
     def run(self, ticks: int, propose_every: int = 3) -> None:
         sim = self.sim
         rng = sim.rng
-        ids = list(sim.ids)
         end = sim.now + ticks
         while sim.now < end:
+            ids = list(sim.ids)  # membership changes add nodes
             if rng.random() < self.rate:
                 self._strike(rng, ids)
             if sim.now % propose_every == 0:
@@ -590,6 +712,28 @@ class Nemesis:
             sim.step_tick()
             if sim.now % 200 == 0:
                 sim.check()
+
+    def _change_membership(self, rng: random.Random) -> None:
+        """Add a learner, promote one, remove a member, or hand leadership over; a refusal
+        (one change at a time, not caught up, nothing of this term committed) is fine."""
+        sim = self.sim
+        leader = sim.leader()
+        if leader is None:
+            return
+        core = sim.nodes[leader].core
+        configuration = core.configuration
+        action = rng.choice(("add", "promote", "remove", "transfer"))
+        with contextlib.suppress(NotLeader, MembershipChangeRefused, ConfigurationError):
+            if action == "add" and len(configuration.ids) < 8:
+                new_id = sim.add_node()
+                sim.change_membership(configuration.with_learner(Member(new_id)), leader)
+            elif action == "promote" and configuration.learners:
+                sim.change_membership(configuration.promoted(rng.choice(configuration.learners)), leader)
+            elif action == "remove" and (len(configuration.voters) > 3 or configuration.learners):
+                victims = [m for m in configuration.ids if len(configuration.voters) > 3 or m in configuration.learners]
+                sim.change_membership(configuration.without(rng.choice(victims)), leader)
+            elif action == "transfer" and len(configuration.voters) > 1:
+                sim.transfer_leadership(rng.choice([v for v in configuration.voters if v != leader]), leader)
 
     def _strike(self, rng: random.Random, ids: list[str]) -> None:
         sim = self.sim
@@ -611,6 +755,8 @@ class Nemesis:
             victim = rng.choice(ids)
             sim.crash(victim)
             sim.restart(victim)
+        elif choice == "membership":
+            self._change_membership(rng)
         elif choice == "forge":
             # a burst of messages no correct node sends: a stranger's, or real messages in
             # flight made impossible; every one must be dropped

@@ -3,7 +3,7 @@ hook). The bug-injection test proves the simulator's checkers catch every one.""
 
 from __future__ import annotations
 
-from generated.raft_fsm import AppendEntries, RequestVote, TermNotice
+from generated.raft_fsm import AppendEntries, MembershipChange, RequestVote, TermNotice
 from runtime.consensus import Consensus
 
 
@@ -82,6 +82,48 @@ class AcceptStaleLeader(Consensus):
         return message.term <= self.record.current_term
 
 
+
+
+class TwoChangesAtOnce(Consensus):
+    """Membership: accept a configuration change while an earlier one is uncommitted (two
+    changes in flight can create disjoint majorities)."""
+
+    def _change_refusal(self, message: MembershipChange) -> str | None:
+        config_log, self.config_log = self.config_log, []
+        try:
+            return super()._change_refusal(message)
+        finally:
+            self.config_log = config_log
+
+
+class ChangeBeforeOwnTermCommit(Consensus):
+    """Membership: a new leader changes the configuration before committing an entry of its
+    own term (the bug of the original single-server algorithm)."""
+
+    def _change_refusal(self, message: MembershipChange) -> str | None:
+        record = self.record
+        commit = record.commit_index
+        if record.log.term_at(commit) != record.current_term:
+            # pretend the newest entry is committed for the check, then restore
+            record.commit_index = record.log.last_index
+            try:
+                return super()._change_refusal(message)
+            finally:
+                record.commit_index = commit
+        return super()._change_refusal(message)
+
+
+class CountRemovedVoter(Consensus):
+    """Membership: a removed voter keeps counting toward the leader's quorums."""
+
+    def apply_configuration(self) -> None:
+        removed = {p.id: p for p in self.record.peers.values() if p.can_vote}
+        super().apply_configuration()
+        for peer_id, peer in removed.items():
+            if peer_id not in self.record.peers and peer_id != self.record.id:
+                self.record.peers[peer_id] = peer  # still replicated to, still counted
+
+
 PLANTED_BUGS: dict[str, type[Consensus]] = {
     "commit_old_term_by_counting": CommitOldTermByCounting,
     "forget_to_persist_vote": ForgetToPersistVote,
@@ -89,4 +131,7 @@ PLANTED_BUGS: dict[str, type[Consensus]] = {
     "truncate_matching_suffix": TruncateMatchingSuffix,
     "skip_noop": SkipNoop,
     "accept_stale_leader": AcceptStaleLeader,
+    "two_membership_changes_at_once": TwoChangesAtOnce,
+    "membership_change_before_own_term_commit": ChangeBeforeOwnTermCommit,
+    "count_removed_voter": CountRemovedVoter,
 }

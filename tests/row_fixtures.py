@@ -52,19 +52,21 @@ from generated.raft_fsm import (
     RequestVoteReply,
     Role,
     TermNotice,
+    TimeoutNow,
     WireMessage,
 )
 from runtime.consensus import Config
 from runtime.core import Dropped, RaftCore
-from runtime.errors import NotLeader
+from runtime.errors import MembershipChangeRefused, NotLeader
 from runtime.limits import MAX_TERM
+from runtime.membership import Configuration, Member
 from runtime.ready import HardState, PersistentState
 
 NODE = "n1"
 NAMES = ("n1", "n2", "n3", "n4", "n5")
 
 DEFAULT_OPTIONS: Mapping[str, object] = {
-    "voters": 3, "term": 2, "pre_vote": True, "check_quorum": True, "read_mode": "index",
+    "voters": 3, "term": 2, "pre_vote": True, "check_quorum": True, "read_mode": "index", "learner": False,
 }
 """`Harness` arguments a recipe gets unless it says otherwise. The initial term is 2 so
 that a stale message (term 1) is possible in every role."""
@@ -103,11 +105,12 @@ class Harness:
     driver until the core has nothing more to hand out (`sent` collects the messages)."""
 
     def __init__(self, voters: int = 3, term: int = 2, pre_vote: bool = True, check_quorum: bool = True,
-                 read_mode: str = "index") -> None:
+                 read_mode: str = "index", learner: bool = False) -> None:
         self.voters = NAMES[:voters]
         state = PersistentState(HardState(term, None, 0), None, [])
         config = Config(pre_vote=pre_vote, check_quorum=check_quorum, read_mode=read_mode, seed=1)
-        self.core = RaftCore(NODE, self.voters, config, state)
+        configuration = Configuration.of(Member(n, not (learner and n == NODE)) for n in self.voters)
+        self.core = RaftCore(NODE, configuration, config, state)
         self.trace: list[Fired] = []
         self.sent: list[WireMessage] = []
         self.raised: Exception | None = None
@@ -212,6 +215,22 @@ class Harness:
             self.raised = exc
         self._settle()
 
+    def change_membership(self, configuration: Configuration) -> None:
+        self._begin()
+        try:
+            self.core.change_membership(configuration)
+        except (NotLeader, MembershipChangeRefused) as exc:
+            self.raised = exc
+        self._settle()
+
+    def transfer(self, target: str | None) -> None:
+        self._begin()
+        try:
+            self.core.transfer_leadership(target)
+        except (NotLeader, MembershipChangeRefused) as exc:
+            self.raised = exc
+        self._settle()
+
     def fail(self, reason: str) -> None:
         self._begin()
         self.core.fail(reason)
@@ -255,7 +274,8 @@ class Harness:
     def snapshot(self, sender: str, term: int) -> InstallSnapshot:
         """A one-chunk snapshot of the first entry, made in `term`."""
         data = b"snapshot"
-        return InstallSnapshot(next(self._ids), sender, NODE, term, sender, 1, term, self.voters, 1, len(data),
+        configuration = Configuration.voters_only(self.voters).encode()
+        return InstallSnapshot(next(self._ids), sender, NODE, term, sender, 1, term, configuration, 1, len(data),
                                hashlib.sha256(data).digest(), 0, data, True)
 
     def snapshot_reply(self, sender: str, term: int) -> InstallSnapshotReply:
@@ -540,9 +560,84 @@ def read_index_reply(h: Harness) -> None:
     h.send(ReadIndexReply(next(h._ids), "n2", NODE, h.term, 7, 1, True))
 
 
+# membership (thesis §4.1) and leadership transfer (thesis §3.10)
+LEARNERS_NEVER_CAMPAIGN = "a learner never campaigns, so it never becomes a pre-candidate or candidate"
+
+
+@recipe(options={"learner": True},
+        unreachable={"pre_candidate": LEARNERS_NEVER_CAMPAIGN, "candidate": LEARNERS_NEVER_CAMPAIGN})
+def cannot_campaign(h: Harness) -> None:
+    h.tick_until(Event.election_timeout)
+
+
+@recipe()
+def change_allowed(h: Harness) -> None:
+    """The no-op of this term is committed (n2 acknowledged it): a learner may be added."""
+    h.step(h.append_reply("n2", h.term))
+    h.change_membership(h.core.configuration.with_learner(Member("n9")))
+
+
+@recipe()
+def change_membership(h: Harness) -> None:
+    """Right after the election nothing of this term is committed: a leader refuses."""
+    h.change_membership(h.core.configuration.with_learner(Member("n9")))
+
+
+@recipe()
+def removed_from_voters(h: Harness) -> None:
+    """The leader removes itself; the new voters n2 and n3 (without it, both are needed)
+    acknowledge that entry, which commits it."""
+    h.step(h.append_reply("n2", h.term))
+    h.step(h.append_reply("n3", h.term))
+    h.change_membership(h.core.configuration.without(NODE))
+    h.step(h.append_reply("n2", h.term))
+    h.step(h.append_reply("n3", h.term))
+
+
+@recipe()
+def configuration_committed(h: Harness) -> None:
+    if h.role is Role.leader:
+        h.step(h.append_reply("n2", h.term))
+        h.change_membership(h.core.configuration.with_learner(Member("n9")))
+        h.step(h.append_reply("n2", h.term))
+    else:
+        h.dispatch(Event.configuration_committed)  # the core fires it only in the leader role
+
+
+@recipe()
+def transfer_allowed(h: Harness) -> None:
+    h.transfer("n2")
+
+
+@recipe()
+def transfer_leadership(h: Harness) -> None:
+    """To the leader itself: refused. Elsewhere: NotLeader."""
+    h.transfer(NODE)
+
+
+@recipe(unreachable={"pre_candidate": NO_LEADER_KNOWN})
+def from_leader_to_voter(h: Harness) -> None:
+    h.step(h.heartbeat("n2", h.term))
+    h.step(TimeoutNow(next(h._ids), "n2", NODE, h.term))
+
+
+@recipe()
+def timeout_now(h: Harness) -> None:
+    """From n3, which is not our leader (or in a role that ignores it)."""
+    h.send(TimeoutNow(next(h._ids), "n3", NODE, h.term))
+
+
 # clients and failure
 @recipe()
+def not_transferring(h: Harness) -> None:
+    h.propose(b"command")
+
+
+@recipe()
 def propose(h: Harness) -> None:
+    """In the leader role, during a leadership transfer (refused); elsewhere not the leader."""
+    if h.role is Role.leader:
+        h.transfer("n2")
     h.propose(b"command")
 
 

@@ -27,6 +27,7 @@ from runtime import codec
 from runtime.codec import SCHEMA_DIGEST, FrameError, decode, encode
 from runtime.errors import RaftError
 from runtime.limits import MAX_WIRE_INT
+from runtime.membership import Configuration
 
 # ------------------------------------------------------------------ strategies from the spec
 
@@ -69,7 +70,7 @@ def append_entries(entries: int = 4) -> AppendEntries:
 def install_snapshot() -> InstallSnapshot:
     return InstallSnapshot(
         msg_id=1, sender="n1", receiver="n2", term=4, leader_id="n1", last_included_index=100,
-        last_included_term=3, configuration=("n1", "n2", "n3"), transfer_id=1, size=5, checksum=bytes(32),
+        last_included_term=3, configuration=Configuration.voters_only(("n1", "n2", "n3")).encode(), transfer_id=1, size=5, checksum=bytes(32),
         offset=0, data=b"state", done=True,
     )
 
@@ -167,8 +168,8 @@ MALFORMED = [
     ("negative tag", packed([-1]), f"unknown message tag -1 (known: 0..{_TAGS - 1})"),
     ("bool tag", packed([True]), f"unknown message tag True (known: 0..{_TAGS - 1})"),
     ("str tag", packed(["RequestVote"]), f"unknown message tag 'RequestVote' (known: 0..{_TAGS - 1})"),
-    ("too few fields", packed(raw(request_vote())[:-1]), "RequestVote: expected 7 fields of RequestVote, got 6"),
-    ("too many fields", packed([*raw(request_vote()), 1]), "RequestVote: expected 7 fields of RequestVote, got 8"),
+    ("too few fields", packed(raw(request_vote())[:-1]), "RequestVote: expected 8 fields of RequestVote, got 7"),
+    ("too many fields", packed([*raw(request_vote()), 1]), "RequestVote: expected 8 fields of RequestVote, got 9"),
     ("bool for int", tampered(request_vote(), (4,), True), "RequestVote.term: expected int, got bool True"),
     ("float for int", tampered(request_vote(), (6,), 1.0), "RequestVote.last_log_index: expected int, got float 1.0"),
     ("nil for int", tampered(request_vote(), (1,), None), "RequestVote.msg_id: expected int, got NoneType None"),
@@ -180,7 +181,8 @@ MALFORMED = [
     ("ext for int", tampered(request_vote(), (4,), msgpack.ExtType(5, b"xx")),
      "RequestVote.term: expected int, got ExtType ExtType(code=5, data=b'xx')"),
     ("scalar for list", tampered(append_entries(), (8,), 5), "AppendEntries.entries: expected list[Entry], got int 5"),
-    ("wrong list element", tampered(install_snapshot(), (8, 1), 7), "InstallSnapshot.configuration[1]: expected str, got int 7"),
+    ("wrong list element", tampered(append_entries(), (8, 1), 7),
+     "AppendEntries.entries[1]: expected Entry (an array of 4 fields), got int 7"),
     ("entry not an array", tampered(append_entries(), (8, 2), 3),
      "AppendEntries.entries[2]: expected Entry (an array of 4 fields), got int 3"),
     ("entry arity", tampered(append_entries(), (8, 3), [3, 14, 2]), "AppendEntries.entries[3]: expected 4 fields of Entry, got 3"),

@@ -50,7 +50,8 @@ def variant_spec_text() -> str:
         head = f"\n  {state}:\n"
         assert text.count(head) == 1, state
         text = text.replace(head, f"{head}    on_enter: {on_enter}\n    on_exit: {on_exit}\n")
-    declarations = "".join(f"  {name}: {{payload: none}}\n" for name in PAYLOAD_LESS)
+    declarations = "".join(f"  {name}: {{payload: none}}\n" for name in PAYLOAD_LESS
+                           if f"\n  {name}: {{payload: none" not in text)
     declarations += "  enter_error: {payload: FatalError}\n"
     text = text.replace("\ncallbacks:\n", "\ncallbacks:\n" + declarations)
     reflexive = "{trigger: heartbeat_timeout, source: leader, dest: null, after: broadcast_heartbeat}"
@@ -179,14 +180,14 @@ def test_state_callbacks_run_in_transitions_order() -> None:
     machine = variant_machine()
     roles, log = run_dispatcher(
         machine,
-        # terms_exhausted, is_sole_voter, pre_vote_enabled False -> candidate; won_election True -> leader;
-        # heartbeat (reflexive leader -> leader); fatal_error -> error
+        # cannot_campaign, terms_exhausted, is_sole_voter, pre_vote_enabled False -> candidate;
+        # won_election True -> leader; heartbeat (reflexive leader -> leader); fatal_error -> error
         [Event.election_timeout, Event.request_vote_reply, Event.heartbeat_timeout, Event.fatal_error],
-        [False, False, False, True],
+        [False, False, False, False, True],
     )
     assert roles == ["candidate", "leader", "leader", "error"]
     assert log == [
-        "terms_exhausted@follower", "is_sole_voter@follower", "pre_vote_enabled@follower",
+        "cannot_campaign@follower", "terms_exhausted@follower", "is_sole_voter@follower", "pre_vote_enabled@follower",
         "exit_follower@follower", "exit_any@follower", "enter_candidate@candidate", "start_election@candidate",
         "record_vote@candidate", "won_election@candidate",
         "exit_candidate@candidate", "exit_any@candidate", "enter_leader@leader", "become_leader@leader",
@@ -227,12 +228,12 @@ def test_prepare_runs_for_each_row_tried_and_after_only_for_the_row_that_fires()
     roles, log = run_dispatcher(
         raft_fsm,
         [Event.election_timeout, Event.request_vote_reply, Event.request_vote_reply],
-        # terms_exhausted, is_sole_voter, pre_vote_enabled False; won_election False then True
-        [False, False, False, False, True],
+        # cannot_campaign, terms_exhausted, is_sole_voter, pre_vote_enabled False; won_election False then True
+        [False, False, False, False, False, True],
     )
     assert roles == ["candidate", "candidate", "leader"]
     assert log == [
-        "terms_exhausted@follower", "is_sole_voter@follower", "pre_vote_enabled@follower",
+        "cannot_campaign@follower", "terms_exhausted@follower", "is_sole_voter@follower", "pre_vote_enabled@follower",
         "start_election@candidate",
         "record_vote@candidate", "won_election@candidate",
         "record_vote@candidate", "won_election@candidate", "become_leader@leader",

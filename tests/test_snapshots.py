@@ -13,6 +13,7 @@ from generated.raft_fsm import Entry, EntryKind, InstallSnapshot, InstallSnapsho
 from runtime.applier import Applier
 from runtime.consensus import Config, Consensus
 from runtime.core import RaftCore
+from runtime.membership import Configuration
 from runtime.ready import HardState, Snapshot
 from runtime.sim import InvariantViolation, ListStateMachine, Simulation, run_seed
 from runtime.storage.sqlite import SqliteStorage
@@ -22,12 +23,14 @@ VOTERS = ("n1", "n2", "n3")
 
 SNAPSHOTS = {100: b"AAAABBBBCCCC", 200: b"XXXXYYYYZZZZ"}
 
+CONF3 = Configuration.voters_only(('n1', 'n2', 'n3')).encode()
+
 
 def chunk(msg_id: int, index: int, offset: int, data: bytes, done: bool, term: int = 1,
           transfer: int = 1, whole: bytes | None = None) -> InstallSnapshot:
     """A chunk of the snapshot at `index` (SNAPSHOTS[index] unless `whole` is given)."""
     whole = SNAPSHOTS[index] if whole is None else whole
-    return InstallSnapshot(msg_id, "n1", "n2", term, "n1", index, term, VOTERS, transfer, len(whole),
+    return InstallSnapshot(msg_id, "n1", "n2", term, "n1", index, term, CONF3, transfer, len(whole),
                            hashlib.sha256(whole).digest(), offset, data, done)
 
 
@@ -260,7 +263,7 @@ def test_a_trailing_log_survives_a_restart_on_sqlite(tmp_path: Path) -> None:
     storage = SqliteStorage(tmp_path, node_id="n1", cluster_id="c")
     entries = [Entry(1, i, EntryKind.data, b"e%d" % i) for i in range(1, 31)]
     storage.persist(entries, HardState(1, "n1", 30), None)
-    storage.compact(Snapshot(25, 1, VOTERS, b"state@25"), 21)  # keep 21..30
+    storage.compact(Snapshot(25, 1, Configuration.voters_only(VOTERS), b"state@25"), 21)  # keep 21..30
     storage.close()
     reopened = SqliteStorage(tmp_path, node_id="n1", cluster_id="c")
     state = reopened.initial_state()

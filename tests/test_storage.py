@@ -17,6 +17,7 @@ import pytest
 
 from generated.raft_fsm import Entry, EntryKind
 from runtime.errors import RaftError
+from runtime.membership import Configuration
 from runtime.ready import HardState, PersistentState, Snapshot
 from runtime.storage import CorruptStorage, MemoryStorage, SqliteStorage, Storage, StorageError
 from runtime.storage.faulty import FaultyStorage
@@ -29,7 +30,7 @@ def make_entries(first: int, last: int, term: int = 1, size: int = 16) -> list[E
 
 
 def snapshot_at(index: int, term: int = 1) -> Snapshot:
-    return Snapshot(index, term, ("n1", "n2", "n3"), b"state@%d" % index)
+    return Snapshot(index, term, Configuration.voters_only(("n1", "n2", "n3")), b"state@%d" % index)
 
 
 def open_sqlite(path: Path, node_id: str = "n1", cluster_id: str = "c1") -> SqliteStorage:
@@ -260,7 +261,7 @@ def test_a_database_of_another_schema_version_is_refused(tmp_path: Path) -> None
     with sqlite3.connect(tmp_path / "raft.db") as connection:
         connection.execute("UPDATE meta SET schema_version = 99")
     connection.close()
-    with pytest.raises(StorageError, match="schema version 99; this raftfsm reads version 1"):
+    with pytest.raises(StorageError, match="schema version 99; this raftfsm reads versions 1 and 2"):
         open_sqlite(tmp_path)
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from generated.raft_fsm import Entry, EntryKind
+from runtime.membership import Configuration
 from runtime.ready import HardState, PersistentState, Snapshot
 from runtime.storage import CorruptStorage, MemoryStorage, SqliteStorage, Storage, StorageError
 from runtime.storage.wal import WalReport, checksum, inspect_wal
@@ -521,6 +522,7 @@ def test_stale_frames_of_a_restarted_wal_are_not_damage(restarted: Killed, tmp_p
 # --- values the medium cannot hold ------------------------------------------------------------
 
 TOO_BIG = 1 << 63
+ONE = Configuration.voters_only(("n1",))
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -540,8 +542,8 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
         (([], HardState(TOO_BIG, "n1", 0), None), f"term {TOO_BIG} of the hard state does not fit"),
         (([], HardState(1, "n1", TOO_BIG), None), f"commit index {TOO_BIG} does not fit"),
         (([], HardState(-TOO_BIG - 1, None, 0), None), f"term {-TOO_BIG - 1} of the hard state does not fit"),
-        (([], None, Snapshot(TOO_BIG, 1, ("n1",), b"")), f"snapshot index {TOO_BIG} does not fit"),
-        (([], None, Snapshot(3, TOO_BIG, ("n1",), b"")), f"term {TOO_BIG} of the snapshot at 3 does not fit"),
+        (([], None, Snapshot(TOO_BIG, 1, ONE, b"")), f"snapshot index {TOO_BIG} does not fit"),
+        (([], None, Snapshot(3, TOO_BIG, ONE, b"")), f"term {TOO_BIG} of the snapshot at 3 does not fit"),
     ],
 )
 def test_a_value_beyond_64_bits_is_a_storage_error_and_stores_nothing(
@@ -557,7 +559,7 @@ def test_a_value_beyond_64_bits_is_a_storage_error_and_stores_nothing(
 def test_compacting_to_a_snapshot_beyond_64_bits_is_a_storage_error(storage: Storage) -> None:
     storage.persist([Entry(1, 1, EntryKind.data, b"a")], HardState(1, "n1", 1), None)
     with pytest.raises(StorageError, match=re.escape(f"term {TOO_BIG} of the snapshot at 1 does not fit")):
-        storage.compact(Snapshot(1, TOO_BIG, ("n1",), b""))
+        storage.compact(Snapshot(1, TOO_BIG, ONE, b""))
     assert storage.initial_state().snapshot is None
 
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Sequence
 
-from generated.raft_fsm import FatalError, WireMessage
+from generated.raft_fsm import Entry, FatalError, WireMessage
 from runtime.consensus.config import Config
+from runtime.membership import Configuration
 from runtime.ready import PendingRead, ReadState, Snapshot
 from runtime.record import NodeRecord, Peer
 
@@ -21,11 +23,27 @@ class ConsensusBase:
     """See the module docstring. Outgoing messages are appended to `outbox`; the core
     hands them out in a Ready."""
 
-    def __init__(self, record: NodeRecord, config: Config, voters: tuple[str, ...]) -> None:
+    def __init__(self, record: NodeRecord, config: Config, configuration: Configuration) -> None:
         self.record = record
         self.config = config
-        self.voters = voters
-        self.quorum = len(voters) // 2 + 1
+        self.base_configuration = configuration
+        """The configuration as of the log's offset (a snapshot's, or the bootstrap one)."""
+        self.config_log: list[tuple[int, Configuration]] = []
+        """(index, configuration) of every configuration entry in the log after the offset."""
+        self.configuration = configuration
+        """The latest configuration in the log, committed or not: the one this node uses."""
+        self.known_ids: set[str] = set(configuration.ids)
+        """Every node of every configuration this node has seen: it hears from all of them."""
+        self.voters = configuration.voters
+        self.quorum = len(self.voters) // 2 + 1
+        self.self_votes = 1 if configuration.is_voter(record.id) else 0
+        """1 if this node is a voter of its configuration (it counts itself toward quorums)."""
+        self.config_commit_seen = 0
+        """The last configuration entry the leader saw committed (configuration_committed)."""
+        self.transfer_target: str | None = None
+        """The voter this leader is handing over to, if any."""
+        self.transfer_started = 0
+        self.timeout_now_sent = False
         self.rng = random.Random(config.seed)
         self.outbox: list[WireMessage] = []
         self.next_msg_id = 1
@@ -105,6 +123,24 @@ class ConsensusBase:
         raise NotImplementedError
 
     def release_reads(self) -> None:
+        raise NotImplementedError
+
+    def note_entries(self, entries: Sequence[Entry]) -> None:
+        raise NotImplementedError
+
+    def note_truncation(self, index: int) -> None:
+        raise NotImplementedError
+
+    def maybe_send_timeout_now(self, peer: Peer) -> None:
+        raise NotImplementedError
+
+    def campaign(self, leadership_transfer: bool = False) -> None:
+        raise NotImplementedError
+
+    def note_compaction(self, offset: int) -> None:
+        raise NotImplementedError
+
+    def note_snapshot(self, configuration: Configuration) -> None:
         raise NotImplementedError
 
     def abort_reads(self) -> None:

@@ -25,6 +25,7 @@ import hashlib
 
 from generated.raft_fsm import InstallSnapshot, InstallSnapshotReply
 from runtime.consensus.base import ConsensusBase
+from runtime.membership import Configuration
 from runtime.ready import Snapshot
 from runtime.record import Peer
 
@@ -86,7 +87,7 @@ class Compaction(ConsensusBase):
         end = offset + len(part)
         self.outbox.append(
             InstallSnapshot(self._msg_id(), record.id, peer.id, record.current_term, record.id,
-                            snapshot.index, snapshot.term, snapshot.configuration, peer.transfer_id, size,
+                            snapshot.index, snapshot.term, snapshot.configuration.encode(), peer.transfer_id, size,
                             snapshot.checksum, offset, part, end >= size)
         )
         return end
@@ -182,10 +183,11 @@ class Compaction(ConsensusBase):
             self.drop_incoming_snapshot()
             self._snapshot_reply(message, 0, False)
             return
-        snapshot = Snapshot(index, message.last_included_term, tuple(message.configuration), bytes(chunks),
-                            message.checksum)
+        snapshot = Snapshot(index, message.last_included_term, Configuration.decode(message.configuration),
+                            bytes(chunks), message.checksum)
         self.drop_incoming_snapshot()
         record.log.restore(snapshot.index, snapshot.term)
+        self.note_snapshot(snapshot.configuration)
         record.commit_index = snapshot.index
         self.snapshot = snapshot
         self.received_snapshot = snapshot

@@ -30,6 +30,9 @@ class Config:
     election_ticks - lease_drift_ticks ticks; assumes CheckQuorum and bounded clock drift)."""
     lease_drift_ticks: int = 2
     """Lease reads: how many ticks of an election timeout are set aside for clock drift."""
+    max_promotion_lag: int = 1000
+    """A learner is promoted to voter only once it is at most this many entries behind the
+    leader's log."""
     max_snapshot_bytes: int = 1 << 32
     """An incoming snapshot larger than this is refused (its chunks are invalid messages)."""
     snapshot_timeout_ticks: int = 0

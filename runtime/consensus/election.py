@@ -37,6 +37,7 @@ class Election(ConsensusBase):
         self.pending_broadcast = False
         self.drop_incoming_snapshot()
         self.abort_reads()
+        self.transfer_target = None
         self.reset_election_timer()
 
     def terms_exhausted(self) -> bool:
@@ -46,6 +47,10 @@ class Election(ConsensusBase):
         return self.voters == (self.record.id,)
 
     def start_election(self) -> None:
+        self.campaign()
+
+    def campaign(self, leadership_transfer: bool = False) -> None:
+        """Start a new term, vote for ourselves and ask every voter for its vote."""
         record = self.record
         record.current_term += 1
         record.voted_for = record.id
@@ -57,7 +62,7 @@ class Election(ConsensusBase):
             if peer.can_vote:
                 self.outbox.append(
                     RequestVote(self._msg_id(), record.id, peer.id, record.current_term,
-                                record.id, last_index, last_term)
+                                record.id, last_index, last_term, leadership_transfer)
                 )
 
     def can_grant_vote(self, message: RequestVote, /) -> bool:
@@ -90,7 +95,7 @@ class Election(ConsensusBase):
             peer.voted = True
 
     def won_election(self, message: RequestVoteReply, /) -> bool:
-        votes = 1 + sum(1 for p in self._voting_peers() if p.voted)
+        votes = self.self_votes + sum(1 for p in self._voting_peers() if p.voted)
         return votes >= self.quorum
 
     def become_leader(self) -> None:
@@ -114,6 +119,8 @@ class Election(ConsensusBase):
             peer.recent_active = False
         self.heartbeat_elapsed = 0
         self.election_elapsed = 0
+        self.transfer_target = None
+        self.config_commit_seen = 0
         record.log.append(Entry(record.current_term, next_index, EntryKind.noop, b""))
         self.pending_broadcast = True
 
@@ -162,12 +169,12 @@ class Election(ConsensusBase):
             peer.voted = True
 
     def won_pre_vote(self, message: PreVoteReply, /) -> bool:
-        return 1 + sum(1 for p in self._voting_peers() if p.voted) >= self.quorum
+        return self.self_votes + sum(1 for p in self._voting_peers() if p.voted) >= self.quorum
 
     def quorum_active(self) -> bool:
         if not self.config.check_quorum:
             return True
-        active = 1 + sum(1 for p in self._voting_peers() if p.recent_active)
+        active = self.self_votes + sum(1 for p in self._voting_peers() if p.recent_active)
         return active >= self.quorum
 
     def reset_quorum_check(self) -> None:
@@ -177,5 +184,6 @@ class Election(ConsensusBase):
     def step_down(self) -> None:
         self.record.leader_id = None
         self.pending_broadcast = False
+        self.transfer_target = None
         self.abort_reads()
         self.reset_election_timer()

@@ -42,7 +42,8 @@ class Reads(ConsensusBase):
 
     def confirmed_round(self) -> int:
         """The highest round a quorum of voters (this leader included) has echoed."""
-        rounds = sorted([p.read_round for p in self._voting_peers()] + [self.read_round], reverse=True)
+        rounds = sorted([p.read_round for p in self._voting_peers()] + [self.read_round] * self.self_votes,
+                        reverse=True)
         return rounds[self.quorum - 1]
 
     def start_read_round(self) -> None:
@@ -94,7 +95,7 @@ class Reads(ConsensusBase):
         if config.read_mode != "lease" or not self.committed_in_term():
             return False
         lease = config.election_ticks - config.lease_drift_ticks
-        heard = 1 + sum(1 for p in self._voting_peers() if self.ticks - p.heard_tick < lease)
+        heard = self.self_votes + sum(1 for p in self._voting_peers() if self.ticks - p.heard_tick < lease)
         return heard >= self.quorum
 
     def read_under_lease(self, message: ReadRequest, /) -> None:

@@ -142,6 +142,8 @@ class Replication(ConsensusBase):
                 peer.snapshot = None
                 peer.next_index = match + 1
                 peer.inflight.clear()
+            if self.transfer_target == peer.id:
+                self.maybe_send_timeout_now(peer)
             self.replicate(peer)
             return
         # rejected: the follower's log does not match at reject_index
@@ -162,7 +164,7 @@ class Replication(ConsensusBase):
         replicas of an entry of the current term (Figure 8)."""
         record = self.record
         matches = sorted(
-            [p.match_index for p in record.peers.values() if p.can_vote] + [record.log.stable],
+            [p.match_index for p in record.peers.values() if p.can_vote] + [record.log.stable] * self.self_votes,
             reverse=True,
         )
         candidate = matches[self.quorum - 1]
@@ -212,16 +214,20 @@ class Replication(ConsensusBase):
             first = entries[0].index
             if first == log.last_index + 1:
                 log.extend(entries)
+                self.note_entries(entries)
             else:
                 for position, entry in enumerate(entries):
                     index = entry.index
                     if index > log.last_index:
                         log.extend(entries[position:])
+                        self.note_entries(entries[position:])
                         break
                     if log.term_at(index) != entry.term:
                         assert index > record.commit_index, "a committed entry conflicts"
                         log.truncate_after(index - 1)
+                        self.note_truncation(index - 1)
                         log.extend(entries[position:])
+                        self.note_entries(entries[position:])
                         break
         match = prev_index + len(entries)
         if message.leader_commit > record.commit_index:
@@ -255,5 +261,8 @@ class Replication(ConsensusBase):
         self.last_proposal = (first, index - 1, term)
         self.pending_broadcast = True
 
-    def refuse_proposal(self, message: Proposal, /) -> None:
-        raise NotLeader(self.record.id, self.record.leader_id)
+    def refuse_proposal(self) -> None:
+        """Not the leader (or a leader handing over, which names no leader: the client
+        retries and finds the new one)."""
+        record = self.record
+        raise NotLeader(record.id, None if record.leader_id == record.id else record.leader_id)

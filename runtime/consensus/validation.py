@@ -26,6 +26,7 @@ from generated.raft_fsm import (
 )
 from runtime.consensus.base import ConsensusBase
 from runtime.limits import MAX_TERM
+from runtime.membership import Configuration, ConfigurationError
 
 
 class Validation(ConsensusBase):
@@ -113,7 +114,9 @@ class Validation(ConsensusBase):
         record = self.record
         if record.role is not Role.leader or message.term != record.current_term:
             return None  # not ours to judge: it is ignored as a late reply
-        peer = record.peers[message.sender]
+        peer = record.peers.get(message.sender)
+        if peer is None:
+            return None  # not a member any more: its reply is ignored
         if message.success and message.match_index > peer.sent_index:
             return f"match_index {message.match_index} is beyond what was sent to it ({peer.sent_index})"
         if not message.success and message.reject_index > peer.sent_index:
@@ -135,9 +138,10 @@ class Validation(ConsensusBase):
             return f"chunk ends at byte {end}, beyond the snapshot's {message.size} bytes"
         if len(message.checksum) != 32:
             return f"checksum of {len(message.checksum)} bytes is not a SHA-256"
-        voters = message.configuration
-        if not voters or len(set(voters)) != len(voters):
-            return f"configuration {list(voters)!r} is empty or repeats a node"
+        try:
+            Configuration.decode(message.configuration)
+        except ConfigurationError as exc:
+            return f"its configuration is malformed: {exc}"
         if message.term < self.record.current_term:
             return None
         log = self.record.log
@@ -153,7 +157,9 @@ class Validation(ConsensusBase):
         record = self.record
         if record.role is not Role.leader or message.term != record.current_term:
             return None
-        peer = record.peers[message.sender]
+        peer = record.peers.get(message.sender)
+        if peer is None:
+            return None  # not a member any more: its reply is ignored
         if message.last_included_index > peer.sent_index:
             return (f"acknowledges a snapshot at {message.last_included_index}, beyond what was sent to it "
                     f"({peer.sent_index})")

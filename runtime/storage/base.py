@@ -17,6 +17,7 @@ from typing import Final, Protocol
 
 from generated.raft_fsm import Entry
 from runtime.errors import RaftError
+from runtime.membership import Configuration
 from runtime.ready import HardState, PersistentState, Snapshot
 
 
@@ -53,6 +54,11 @@ class Storage(Protocol):
         the snapshot covers, `snapshot.index + 1`), in one transaction. With a smaller
         `log_from` a trailing log stays; `initial_state` then returns entries from
         `log_from` on, the first of them at or below the snapshot's index."""
+        ...
+
+    def bootstrap(self, configuration: Configuration) -> None:
+        """Store the configuration this node starts from, returned by `initial_state` from
+        then on (a node with an empty data directory, started from `--peers` or by joining)."""
         ...
 
     def close(self) -> None: ...

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Final, Literal
 
 from generated.raft_fsm import Entry
+from runtime.membership import Configuration
 from runtime.ready import HardState, PersistentState, Snapshot
 from runtime.storage.base import Storage, StorageError, describe_batch
 
@@ -42,9 +43,13 @@ class FaultyStorage:
         self._inject(f"persisting {describe_batch(entries, hard_state, snapshot)}")
         self.inner.persist(entries, hard_state, snapshot)
 
-    def compact(self, snapshot: Snapshot) -> None:
+    def compact(self, snapshot: Snapshot, log_from: int | None = None) -> None:
         self._inject(f"compacting the log up to {snapshot.index}")
-        self.inner.compact(snapshot)
+        self.inner.compact(snapshot, log_from)
+
+    def bootstrap(self, configuration: Configuration) -> None:
+        self._inject("storing the bootstrap configuration")
+        self.inner.bootstrap(configuration)
 
     def close(self) -> None:
         self.inner.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from generated.raft_fsm import Entry
+from runtime.membership import Configuration
 from runtime.ready import HardState, PersistentState, Snapshot
 from runtime.storage.base import check_batch, check_compaction, check_storable
 
@@ -15,17 +16,21 @@ class MemoryStorage:
     """Entries live in one list; position `i` holds index `offset + 1 + i`, where `offset`
     is the index before the first stored entry (the snapshot's, or less with a trailing log)."""
 
-    __slots__ = ("_entries", "_hard_state", "_offset", "_snapshot")
+    __slots__ = ("_bootstrap", "_entries", "_hard_state", "_offset", "_snapshot")
 
     def __init__(self) -> None:
         self._entries: list[Entry] = []
         self._hard_state = HardState()
         self._snapshot: Snapshot | None = None
         self._offset = 0
+        self._bootstrap: Configuration | None = None
 
     def initial_state(self) -> PersistentState:
         # A new list: the caller's log must not alias what a later persist truncates.
-        return PersistentState(self._hard_state, self._snapshot, list(self._entries))
+        return PersistentState(self._hard_state, self._snapshot, list(self._entries), self._bootstrap)
+
+    def bootstrap(self, configuration: Configuration) -> None:
+        self._bootstrap = configuration
 
     def persist(
         self, entries: Sequence[Entry], hard_state: HardState | None, snapshot: Snapshot | None

@@ -46,6 +46,7 @@ from typing import Final
 from zlib import crc32
 
 from generated.raft_fsm import Entry, EntryKind
+from runtime.membership import Configuration, ConfigurationError
 from runtime.ready import HardState, PersistentState, Snapshot
 from runtime.storage.base import (
     CorruptStorage,
@@ -57,13 +58,21 @@ from runtime.storage.base import (
 )
 from runtime.storage.wal import inspect_wal
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
+"""2 added the `bootstrap` table (the configuration a node starts from); a version-1
+database is upgraded in place when opened."""
 APPLICATION_ID: Final = 0x52414654  # "RAFT" in the SQLite header: tells our files from other SQLite files
 DB_NAME: Final = "raft.db"
 LOCK_NAME: Final = "LOCK"
 KNOWN_FILES: Final = frozenset({DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", LOCK_NAME})
 _SQLITE_MAGIC: Final = b"SQLite format 3\x00"
-_TABLES: Final = frozenset({"meta", "hard_state", "snapshot", "entries"})
+_TABLES: Final = frozenset({"meta", "hard_state", "snapshot", "entries", "bootstrap"})
+_TABLES_V1: Final = _TABLES - {"bootstrap"}
+_CREATE_BOOTSTRAP: Final = """CREATE TABLE bootstrap (
+        id INTEGER PRIMARY KEY CHECK (id = 0),
+        configuration TEXT NOT NULL,
+        crc INTEGER NOT NULL
+    )"""
 _KINDS: Final = {kind.value: kind for kind in EntryKind}
 _MASK: Final = 0xFFFFFFFF
 _LOW_SPACE: Final = 1 << 20  # a write failing with less than this left is taken for a full disk
@@ -98,6 +107,7 @@ _SCHEMA: Final = (
         data BLOB NOT NULL,
         crc INTEGER NOT NULL
     )""",
+    _CREATE_BOOTSTRAP,
 )
 _INSERT_ENTRY: Final = "INSERT INTO entries (idx, term, kind, data, crc) VALUES (?, ?, ?, ?, ?)"
 _SAVE_HARD_STATE: Final = (
@@ -181,6 +191,7 @@ class SqliteStorage:
         self.cluster_id = cluster_id
         self._lock_fd: int | None = None
         self._connection: sqlite3.Connection | None = None
+        self._schema_version = SCHEMA_VERSION
         self._snapshot_index = 0
         self._first_index = 1
         """The first stored entry's index (snapshot index + 1 without a trailing log)."""
@@ -222,6 +233,11 @@ class SqliteStorage:
                 )
                 connection.execute("COMMIT")
                 self._sync_directory()
+            elif self._schema_version == 1:
+                connection.execute("BEGIN IMMEDIATE")
+                connection.execute(_CREATE_BOOTSTRAP)
+                connection.execute("UPDATE meta SET schema_version = ?", (SCHEMA_VERSION,))
+                connection.execute("COMMIT")
         except (sqlite3.Error, OSError) as error:
             raise StorageError(self._explain(error, f"opening {self.path}")) from error
 
@@ -330,13 +346,15 @@ class SqliteStorage:
         if len(meta) != 1:
             raise CorruptStorage(f"{self.path} has {len(meta)} meta rows, not 1")
         schema_version, cluster_id, node_id = meta[0]
-        if schema_version != SCHEMA_VERSION:
+        if schema_version not in (1, SCHEMA_VERSION):
             raise StorageError(
                 f"{self.path} has schema version {schema_version};"
-                f" this raftfsm reads version {SCHEMA_VERSION}"
+                f" this raftfsm reads versions 1 and {SCHEMA_VERSION}"
             )
-        if tables != _TABLES:
-            raise CorruptStorage(f"{self.path} has tables {sorted(tables)}, not {sorted(_TABLES)}")
+        expected = _TABLES if schema_version == SCHEMA_VERSION else _TABLES_V1
+        if tables != expected:
+            raise CorruptStorage(f"{self.path} has tables {sorted(tables)}, not {sorted(expected)}")
+        self._schema_version = schema_version
         if (cluster_id, node_id) != (self.cluster_id, self.node_id):
             raise StorageError(
                 f"data directory {self.directory} belongs to node {node_id!r} of cluster {cluster_id!r};"
@@ -378,13 +396,33 @@ class SqliteStorage:
             rows = connection.execute(
                 "SELECT idx, term, kind, data, crc FROM entries ORDER BY idx"
             ).fetchall()
+            bootstrap_row = connection.execute("SELECT configuration, crc FROM bootstrap").fetchone()
         except sqlite3.Error as error:
             if _is_corruption(error):
                 raise CorruptStorage(f"{self.path} is corrupt: {_detail(error)}") from error
             raise StorageError(f"{_cause(error)} while loading {self.path}: {_detail(error)}") from error
         hard_state = self._decode_hard_state(hard_row)
         snapshot = self._decode_snapshot(snapshot_row)
-        return PersistentState(hard_state, snapshot, self._decode_entries(rows, snapshot))
+        bootstrap = None
+        if bootstrap_row is not None:
+            text, crc = bootstrap_row
+            if crc32(text.encode()) != crc:
+                raise CorruptStorage(f"{self.path}: the bootstrap configuration fails its checksum")
+            bootstrap = self._decode_configuration(text, "the bootstrap configuration")
+        return PersistentState(hard_state, snapshot, self._decode_entries(rows, snapshot), bootstrap)
+
+    def bootstrap(self, configuration: Configuration) -> None:
+        """Store the configuration this node starts from (once, before it takes part)."""
+        connection = self._open_connection()
+        text = json.dumps(configuration.to_json())
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            connection.execute("INSERT OR REPLACE INTO bootstrap (id, configuration, crc) VALUES (0, ?, ?)",
+                               (text, crc32(text.encode())))
+            connection.execute("COMMIT")
+        except (sqlite3.Error, OSError) as error:
+            raise self._failed(connection, error, f"storing the bootstrap configuration in {self.path}", 0) \
+                from error
 
     def persist(
         self, entries: Sequence[Entry], hard_state: HardState | None, snapshot: Snapshot | None
@@ -511,7 +549,7 @@ class SqliteStorage:
 
     @staticmethod
     def _save_snapshot(connection: sqlite3.Connection, snapshot: Snapshot) -> None:
-        configuration = json.dumps(list(snapshot.configuration))
+        configuration = json.dumps(snapshot.configuration.to_json())
         crc = _snapshot_crc(snapshot.index, snapshot.term, configuration, snapshot.data)
         connection.execute(
             _SAVE_SNAPSHOT, (snapshot.index, snapshot.term, configuration, snapshot.data, crc)
@@ -531,10 +569,18 @@ class SqliteStorage:
         index, term, configuration, data, crc = row
         if not isinstance(data, bytes) or _snapshot_crc(index, term, configuration, data) != crc:
             raise CorruptStorage(f"{self.path}: the snapshot at {index} fails its checksum")
-        voters = json.loads(configuration)
-        if not isinstance(voters, list) or not all(isinstance(v, str) for v in voters):
-            raise CorruptStorage(f"{self.path}: the snapshot at {index} has a malformed configuration")
-        return Snapshot(index, term, tuple(voters), data)
+        return Snapshot(index, term, self._decode_configuration(configuration, f"the snapshot at {index}"), data)
+
+    def _decode_configuration(self, text: str, what: str) -> Configuration:
+        """A configuration as stored: a list of members, or (before membership changes
+        existed) a list of voter ids."""
+        try:
+            members = json.loads(text)
+            if isinstance(members, list) and all(isinstance(m, str) for m in members):
+                return Configuration.voters_only(members)
+            return Configuration.from_json(members)
+        except (ValueError, ConfigurationError) as exc:
+            raise CorruptStorage(f"{self.path}: {what} has a malformed configuration: {exc}") from None
 
     def _decode_entries(
         self, rows: list[tuple[int, int, int, bytes, int]], snapshot: Snapshot | None
