@@ -1,6 +1,6 @@
 """Peer authentication with a shared cluster secret: the handshake proofs and the per-frame
 MACs of the TCP transport (see runtime/transport/tcp.py for where they are used, and
-docs/security-transport.md for the protocol and what it protects against).
+docs/security.md for the protocol and what it protects against).
 
 Everything here is HMAC-SHA256 from the standard library. The secret itself never
 travels: a node proves it knows the secret by a MAC over a transcript that binds the
