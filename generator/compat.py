@@ -10,16 +10,18 @@ is its position among the wire messages and whose fields are the envelope's then
 own, in spec order; records nest as arrays; enums travel as numbers. So:
 
 - compatible: a wire message appended after the last one; a field with a default
-  appended at the end of a wire message or record; a new record or enum; a renamed enum
-  member (same number); a changed default; anything about local messages, events,
-  states, rows and callbacks (behaviour of one node, never on the wire);
+  appended at the end of a wire message or record; a new record or enum; a new enum
+  value (a node never sends it to a peer whose spec lacks it: the message is not sent);
+  a renamed enum member (same number); a changed default; anything about local
+  messages, events, states, rows and callbacks (behaviour of one node, never on the
+  wire);
 - breaking: a wire message or record removed, renamed or moved (every later tag
   shifts), a message inserted before the last old one, a field removed, renamed, moved
   or retyped, a field appended without a default, any envelope change, an enum value
-  removed or renumbered, a new enum value (older nodes cannot decode it), and a wire
-  message no event handles any more.
+  removed or renumbered, and a wire message no event handles any more.
 
-How nodes built from compatible specs are meant to interoperate is written down in
+The transport's handshake applies the same rule to the layouts of two running nodes
+(runtime/layout.py); how they then interoperate is written down in
 docs/spec-evolution.md.
 """
 
@@ -93,8 +95,9 @@ class _Diff:
                                                f"{new[number]} (the wire carries the number)")
         for number, name in new.items():
             if number not in old and name not in old.values():
-                self.at_new(after.line, wire, f"new value {before.name}.{name} ({number})"
-                            + (": older nodes cannot decode it" if wire else ""))
+                self.at_new(after.line, False, f"new value {before.name}.{name} ({number})"
+                            + (": never sent to older nodes, which cannot decode it (a message carrying it is "
+                               "not sent to them)" if wire else ""))
 
     def _types_on_wire(self, spec: Spec) -> set[str]:
         names: set[str] = set()

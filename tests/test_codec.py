@@ -134,10 +134,11 @@ def test_frame_error_is_a_raft_error() -> None:
     assert issubclass(FrameError, RaftError)
 
 
-def test_schema_digest_is_a_64_bit_hex_fingerprint_recomputed_the_same() -> None:
-    assert len(SCHEMA_DIGEST) == 16
-    assert codec._schema_digest() == SCHEMA_DIGEST
+def test_schema_digest_is_the_sha256_of_the_layout_recomputed_the_same() -> None:
+    assert len(SCHEMA_DIGEST) == 64
     int(SCHEMA_DIGEST, 16)
+    assert codec.Codec(raft_fsm).digest == SCHEMA_DIGEST
+    assert codec.DEFAULT.layout.digest() == SCHEMA_DIGEST
 
 
 # ------------------------------------------------------------------ malformed frames
@@ -231,7 +232,7 @@ def test_long_values_are_abbreviated_in_errors() -> None:
     ],
 )
 def test_every_spec_type_decodes_strictly(spec: str, good: Any, bad: Any, error: str) -> None:
-    decoder = codec._decoder(spec)
+    decoder = codec._Builder(raft_fsm, codec._FULL).decoder(spec)
     decoder(good)
     with pytest.raises(codec._Invalid) as info:
         decoder(bad)

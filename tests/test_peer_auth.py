@@ -30,7 +30,7 @@ from runtime.cluster import LocalCluster
 from runtime.codec import SCHEMA_DIGEST, decode, encode
 from runtime.kv import KVStateMachine, Put
 from runtime.transport import auth
-from runtime.transport.tcp import HELLO_MAGIC, TcpTransport
+from runtime.transport.tcp import HELLO_MAGIC, PROTOCOL_VERSION, TcpTransport
 from tests.test_tcp_transport import (
     CLUSTER,
     SECRET,
@@ -392,11 +392,11 @@ def _frame(body: bytes) -> bytes:
 
 def _hellos(cluster_id: str, claimed: str) -> list[bytes]:
     """What a stranger can say on a Raft port: the version 1 hello (all it took before),
-    and version 2 hellos with no, or a made-up, proof."""
+    and hellos of the current version with no, or a made-up, proof."""
     v1 = _frame(msgpack.packb([HELLO_MAGIC, 1, SCHEMA_DIGEST, cluster_id, claimed], use_bin_type=True))
-    v2 = _frame(msgpack.packb([HELLO_MAGIC, 2, SCHEMA_DIGEST, cluster_id, claimed, "secret", os.urandom(32)],
-                              use_bin_type=True))
-    none = _frame(msgpack.packb([HELLO_MAGIC, 2, SCHEMA_DIGEST, cluster_id, claimed, "none", b""],
+    v2 = _frame(msgpack.packb([HELLO_MAGIC, PROTOCOL_VERSION, SCHEMA_DIGEST, cluster_id, claimed, "secret",
+                               os.urandom(32)], use_bin_type=True))
+    none = _frame(msgpack.packb([HELLO_MAGIC, PROTOCOL_VERSION, SCHEMA_DIGEST, cluster_id, claimed, "none", b""],
                                 use_bin_type=True))
     return [v1, v2, v2[:-32] + os.urandom(32) + _frame(os.urandom(32)), none]
 

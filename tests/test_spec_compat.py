@@ -101,6 +101,10 @@ PONG_END = "      parts: {type: 'list[Part]'}\n"
       "wire)"]),
     (edit(("      blue: {value: 2}\n", "      azure: {value: 2}\n")),
      ["new.yaml:5: compatible: Colour member 2 renamed from blue to azure (the wire carries the number)"]),
+    # a new enum value: older peers never receive a message carrying it
+    (edit(("      blue: {value: 2}\n", "      blue: {value: 2}\n      green: {value: 3}\n")),
+     ["new.yaml:5: compatible: new value Colour.green (3): never sent to older nodes, which cannot decode it (a "
+      "message carrying it is not sent to them)"]),
     (edit(("  Note:\n    kind: local\n    fields:\n      text: {type: str}\n",
            "  Note:\n    kind: local\n    fields:\n      text: {type: str}\n      more: {type: int}\n")),
      ["new.yaml:25: compatible: local message Note changed (never on the wire)"]),
@@ -141,7 +145,7 @@ def test_compatible_changes(tmp_path: Path, new: str, expected: list[str]) -> No
      ["old.yaml:21: breaking: wire message Pong (tag 1) removed (renamed to Pang?)",
       "new.yaml:21: breaking: new wire message Pang takes tag 1, which older nodes use for Pong: append new "
       "messages after Pong"]),
-    # a record removed (and so the field using it retyped), the envelope, enum values
+    # a record removed (and so the field using it retyped), the envelope, enum values renumbered
     (edit(("      parts: {type: 'list[Part]'}\n", "      parts: {type: 'list[int]'}\n"),
           ("  Part:\n    kind: record\n    fields:\n      size: {type: int}\n", "")),
      ["old.yaml:13: breaking: record Part removed",
@@ -149,8 +153,6 @@ def test_compatible_changes(tmp_path: Path, new: str, expected: list[str]) -> No
     (edit(("    sender: {type: str}\n", "    sender: {type: str}\n    term: {type: int}\n")),
      ["new.yaml:11: breaking: the envelope changed from (sender: str) to (sender: str, term: int): every wire "
       "message starts with it"]),
-    (edit(("      blue: {value: 2}\n", "      blue: {value: 2}\n      green: {value: 3}\n")),
-     ["new.yaml:5: breaking: new value Colour.green (3): older nodes cannot decode it"]),
     (edit(("      blue: {value: 2}\n", "      blue: {value: 4}\n")),
      ["new.yaml:5: breaking: Colour.blue (2) renumbered from 2 to 4"]),
     # a wire message no event handles any more

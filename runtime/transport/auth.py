@@ -112,12 +112,15 @@ def new_nonce() -> bytes:
 
 
 def transcript(version: int, cluster_id: str, dialer: str, listener: str, dialer_nonce: bytes,
-               listener_nonce: bytes) -> bytes:
-    """What both proofs and the frame key are bound to: the protocol version and wire
-    schema, the cluster, who dials whom, and both fresh nonces (msgpack: unambiguous, no
-    concatenation games between adjacent fields)."""
+               listener_nonce: bytes, *, dialer_schema: str = SCHEMA_DIGEST,
+               listener_schema: str = SCHEMA_DIGEST) -> bytes:
+    """What both proofs and the frame key are bound to: the protocol version, the
+    wire-layout digest each side announced in its hello (so that the layouts exchanged
+    after the proofs, which must hash to them, are authenticated too), the cluster, who
+    dials whom, and both fresh nonces (msgpack: unambiguous, no concatenation games
+    between adjacent fields)."""
     packed: bytes = msgpack.packb(
-        [version, SCHEMA_DIGEST, cluster_id, dialer, listener, dialer_nonce, listener_nonce],
+        [version, dialer_schema, listener_schema, cluster_id, dialer, listener, dialer_nonce, listener_nonce],
         use_bin_type=True,
     )
     return packed

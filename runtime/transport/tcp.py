@@ -5,18 +5,26 @@ Each node dials one outbound connection per peer and only writes on it; it only 
 on the connections peers dial to it. One direction per connection means no request
 matching and no races over who owns a socket: a lost connection is simply re-dialled.
 
-Every connection opens with a hello frame each way (protocol version, wire-schema
+Every connection opens with a hello frame each way (protocol version, wire-layout
 digest, cluster id, node id, authentication mode, a fresh nonce). A listener only
 accepts nodes it knows, from its own cluster, that authenticate as the node they claim
 to be: under TLS, the verified certificate must name it; with the cluster secret, the
-dialer then sends an HMAC proof bound to the cluster, both ids, both nonces and its role,
-and the listener answers with its own (runtime/transport/auth.py). After that, each
-frame carries a sequence number and a MAC under a key derived from the same transcript,
-so nothing can be injected, altered, replayed, reordered or cut from the middle. Only
-an authenticated connection replaces an older one from the same node. Afterwards only
-messages whose ``sender`` is that node are delivered. Anything else — garbage, a wrong
-proof or MAC, an oversized length, a frame the schema rejects — is logged once and the
-connection closed; the node keeps serving everyone else.
+dialer then sends an HMAC proof bound to the cluster, both ids, both nonces, both layout
+digests and its role, and the listener answers with its own (runtime/transport/auth.py).
+After that, each frame carries a sequence number and a MAC under a key derived from the
+same transcript, so nothing can be injected, altered, replayed, reordered or cut from
+the middle. Only an authenticated connection replaces an older one from the same node.
+Afterwards only messages whose ``sender`` is that node are delivered. Anything else —
+garbage, a wrong proof or MAC, an oversized length, a frame the schema rejects — is
+logged once and the connection closed; the node keeps serving everyone else.
+
+Nodes built from different specs: when the two digests differ, each side sends its wire
+layout (at most MAX_LAYOUT bytes, read only once the peer has authenticated, and checked
+against the digest its hello announced) and both apply the rule of runtime/layout.py. A
+breaking difference refuses the connection with one WARNING on each node naming it
+(``peer n2's spec differs incompatibly: ...``); otherwise the connection uses the common
+layout: messages the peer's spec lacks are not sent (counted by `unsendable`), trailing
+fields it lacks are left out, those it adds are dropped (docs/spec-evolution.md).
 
 ``insecure_no_auth=True`` (tests only) skips authentication altogether and says so in a
 WARNING when the transport starts: then anyone who can reach the port speaks for any node.
@@ -26,10 +34,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import hmac
 import ipaddress
 import logging
 import random
+import re
 import ssl
 import struct
 import time
@@ -40,18 +50,26 @@ import attrs
 import msgpack
 
 from generated.raft_fsm import WireMessage
-from runtime.codec import SCHEMA_DIGEST, FrameError, decode, encode
+from runtime.codec import DEFAULT, Channel, Codec, FrameError, Incompatible
+from runtime.layout import Layout, LayoutError
 from runtime.transport import auth
 from runtime.transport.base import OnMessage
 
-__all__ = ["OUTBOUND_QUEUE", "OUTBOUND_QUEUE_BYTES", "PROTOCOL_VERSION", "TcpTransport", "TlsConfig"]
+__all__ = ["MAX_LAYOUT", "OUTBOUND_QUEUE", "OUTBOUND_QUEUE_BYTES", "PROTOCOL_VERSION", "TcpTransport", "TlsConfig"]
 
-PROTOCOL_VERSION: Final = 2
-"""Version of the framing and handshake (the message layout has SCHEMA_DIGEST).
-2: authentication mode and nonce in the hello, secret proofs, MACed frames."""
+PROTOCOL_VERSION: Final = 3
+"""Version of the framing and handshake (the message layout has its own digest).
+2: authentication mode and nonce in the hello, secret proofs, MACed frames.
+3: the hello's digest is the SHA-256 of the wire layout, both digests are in the proof
+transcript, and peers whose digests differ exchange layouts and negotiate instead of
+refusing each other. Nodes of version 2 and 3 refuse each other at the hello
+("protocol version 2 (this node speaks 3)")."""
 HELLO_MAGIC: Final = "raftfsm"
 MAX_HELLO: Final = 4096
-"""A hello is a few dozen bytes; anything larger is not one, whatever max_frame says."""
+"""A hello is about 150 bytes; anything larger is not one, whatever max_frame says."""
+MAX_LAYOUT: Final = 64 * 1024
+"""A wire layout is a few KB (this spec's: about 1.5); it is read only from a peer that
+has authenticated, and only when the digests differ."""
 HANDSHAKE_TIMEOUT: Final = 5.0
 """A connection that does not finish TLS + hello + proofs in this time is closed, so idle
 sockets cannot pile up on a listener."""
@@ -72,6 +90,8 @@ _SEALED_HEADER: Final = auth.FRAME_HEADER.size + auth.MAC_BYTES
 
 AuthMode = str
 """What a hello says about how the node authenticates: "tls", "secret" or "none"."""
+
+_DIGEST: Final = re.compile(r"[0-9a-f]{64}")
 
 
 @attrs.frozen
@@ -112,11 +132,15 @@ class _Rejected(Exception):
         """The node id the peer's hello claimed, if it got that far."""
 
 
+class _Incompatible(_Rejected):
+    """The peer authenticated, but its spec cannot talk with ours."""
+
+
 class _Peer:
     """Outbound state for one peer; the queue outlives connections so that messages
     sent while the peer was down go out once it is back."""
 
-    def __init__(self, node_id: str, address: tuple[str, int]) -> None:
+    def __init__(self, node_id: str, address: tuple[str, int], channel: Channel) -> None:
         self.node_id = node_id
         self.address = address
         self.queue: deque[bytes] = deque()
@@ -125,8 +149,13 @@ class _Peer:
         self.wakeup = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.dropped = 0
+        self.unsendable = 0
+        """Messages not sent because the peer's spec lacks their type (or an enum value)."""
         self.back = asyncio.Event()
         """Set when the peer dialled us: it is up again, so stop backing off."""
+        self.channel = channel
+        """How messages are encoded for the peer: the layout it had at the last handshake
+        (until then, ours); the queue holds bodies encoded this way."""
 
 
 def _is_loopback(host: str) -> bool:
@@ -184,11 +213,14 @@ class TcpTransport:
         insecure_no_auth: bool = False,
         max_frame: int = 16 * 2**20,
         logger: logging.Logger | None = None,
+        codec: Codec | None = None,
     ) -> None:
         """Exactly one of `tls` (mutual TLS) or `secret` (the cluster secret, at least 16
         bytes, shared by every node) authenticates peers; `insecure_no_auth=True` instead
         turns authentication off, for tests only. `insecure=True` allows a non-TLS
-        listener on a non-loopback address (secret-authenticated, but not encrypted)."""
+        listener on a non-loopback address (secret-authenticated, but not encrypted).
+        `codec` is the wire codec of the generated module the node's messages come from
+        (default: generated.raft_fsm's)."""
         given = [name for name, value in (("tls", tls is not None), ("secret", secret is not None),
                                           ("insecure_no_auth", insecure_no_auth)) if value]
         if not given:
@@ -211,7 +243,12 @@ class TcpTransport:
         self._listen = listen
         self._on_message = on_message
         self._log = logger or logging.getLogger(__name__)
-        self._peers = {pid: _Peer(pid, address) for pid, address in peers.items() if pid != node_id}
+        self._codec = codec or DEFAULT
+        self._peers = {pid: _Peer(pid, address, self._codec.identity) for pid, address in peers.items()
+                       if pid != node_id}
+        self._incompatible: dict[str, str] = {}
+        """Per peer, the incompatibility last logged as a WARNING (logged once, on whichever
+        of the two connections sees it first)."""
         self._server_context = tls.server_context() if tls else None
         self._client_context = tls.client_context() if tls else None
         self._rng = random.Random()
@@ -223,7 +260,7 @@ class TcpTransport:
 
     def _hello(self, nonce: bytes) -> bytes:
         body: bytes = msgpack.packb(
-            [HELLO_MAGIC, PROTOCOL_VERSION, SCHEMA_DIGEST, self.cluster_id, self.node_id, self._auth, nonce],
+            [HELLO_MAGIC, PROTOCOL_VERSION, self._codec.digest, self.cluster_id, self.node_id, self._auth, nonce],
             use_bin_type=True,
         )
         return _HEADER.pack(len(body)) + body
@@ -238,8 +275,13 @@ class TcpTransport:
 
     def dropped(self, peer_id: str) -> int:
         """Frames for `peer_id` discarded because its queue was full (OUTBOUND_QUEUE frames
-        or OUTBOUND_QUEUE_BYTES bytes)."""
+        or OUTBOUND_QUEUE_BYTES bytes) or because the peer came back with another layout."""
         return self._peers[peer_id].dropped
+
+    def unsendable(self, peer_id: str) -> int:
+        """Messages for `peer_id` not sent because its spec lacks their type or an enum
+        value they carry (an older node mid-upgrade; see docs/spec-evolution.md)."""
+        return self._peers[peer_id].unsendable
 
     async def start(self) -> None:
         if self._auth == "none":
@@ -276,7 +318,13 @@ class TcpTransport:
             return
         if self._stopped:
             return
-        body = encode(message)
+        body = peer.channel.encode(message)
+        if body is None:
+            peer.unsendable += 1
+            if self._log.isEnabledFor(logging.DEBUG):
+                self._log.debug("%s: not sending %s to %s, whose spec is older: %s", self.node_id,
+                                type(message).__name__, peer.node_id, peer.channel.lacks(message))
+            return
         if len(body) > self.max_frame:
             raise FrameError(
                 f"{type(message).__name__} encodes to {len(body)} bytes, over max_frame {self.max_frame}"
@@ -351,8 +399,9 @@ class TcpTransport:
             raise _Rejected(exc.reason) from None
         return body
 
-    def _parse_hello(self, body: bytes) -> tuple[str, bytes]:
-        """The node id and nonce in a hello; everything else in it must match this node."""
+    def _parse_hello(self, body: bytes) -> tuple[str, bytes, str]:
+        """The node id, nonce and layout digest in a hello; everything else in it must
+        match this node."""
         try:
             hello = msgpack.unpackb(body, raw=False, strict_map_key=True, use_list=False)
         except (ValueError, msgpack.UnpackException) as exc:
@@ -366,18 +415,15 @@ class TcpTransport:
                 exc.claimed = hello[4]
             raise
 
-    def _check_hello(self, hello: tuple[Any, ...]) -> tuple[str, bytes]:
+    def _check_hello(self, hello: tuple[Any, ...]) -> tuple[str, bytes, str]:
         version = hello[1]
         if type(version) is not int or version != PROTOCOL_VERSION:
             raise _Rejected(f"protocol version {version!r:.20} (this node speaks {PROTOCOL_VERSION})")
         if len(hello) != 7:
             raise _Rejected(f"not a raftfsm handshake: {hello!r:.60}")
         _, _, schema, cluster_id, node_id, mode, nonce = hello
-        if schema != SCHEMA_DIGEST:
-            raise _Rejected(
-                f"wire schema {schema!r:.40} differs from this node's {SCHEMA_DIGEST!r} "
-                "(built from a different fsm_spec)"
-            )
+        if type(schema) is not str or not _DIGEST.fullmatch(schema):
+            raise _Rejected(f"the wire layout digest must be 64 hex digits, got {schema!r:.40}")
         if cluster_id != self.cluster_id:
             raise _Rejected(f"wrong cluster id {cluster_id!r:.60} (this node is in {self.cluster_id!r})")
         if type(node_id) is not str:
@@ -387,7 +433,7 @@ class TcpTransport:
         expected = auth.NONCE_BYTES if self._auth == "secret" else 0
         if type(nonce) is not bytes or len(nonce) != expected:
             raise _Rejected(f"the nonce must be {expected} bytes, got {nonce!r:.40}")
-        return node_id, nonce
+        return node_id, nonce, schema
 
     def _check_certificate(self, writer: asyncio.StreamWriter, node_id: str) -> None:
         if self._server_context is None:
@@ -420,7 +466,7 @@ class TcpTransport:
                     body = await self._read_frame(reader, MAX_HELLO)
                     if body is None:
                         return
-                    claimed, nonce = self._parse_hello(body)
+                    claimed, nonce, schema = self._parse_hello(body)
                     if claimed not in self._peers:
                         raise _Rejected(f"unknown node id {claimed!r:.60}")
                     self._check_certificate(writer, claimed)
@@ -428,7 +474,9 @@ class TcpTransport:
                     writer.write(self._hello(own_nonce))
                     await writer.drain()
                     if self._secret is not None:
-                        opener = await self._verify_dialer(reader, writer, claimed, nonce, own_nonce)
+                        opener = await self._verify_dialer(reader, writer, claimed, nonce, own_nonce, schema)
+                    # authenticated: only now may it make us read (and compile) a layout
+                    channel = await self._agree(reader, writer, claimed, schema, dialer=False)
             except TimeoutError:
                 raise _Rejected(f"handshake not completed within {HANDSHAKE_TIMEOUT:g} s") from None
             # Authenticated (certificate, secret proof, or — insecure_no_auth — nothing to check).
@@ -439,7 +487,10 @@ class TcpTransport:
                 previous.cancel()  # the peer re-dialled; its old connection is dead to it
             self._inbound_by_node[node_id] = task
             self._peers[node_id].back.set()
-            await self._receive(reader, node_id, opener)
+            await self._receive(reader, node_id, opener, channel)
+        except _Incompatible as exc:
+            self._log.log(self._incompatibility_level(claimed or "", exc.reason),
+                          "%s: refused the connection from %s (%s): %s", self.node_id, claimed, where, exc.reason)
         except _Rejected as exc:
             claimed = claimed or exc.claimed
             who = f" ({node_id})" if node_id else f" (says it is {claimed!r:.60})" if claimed else ""
@@ -457,11 +508,12 @@ class TcpTransport:
             await _close(writer)
 
     async def _verify_dialer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, claimed: str,
-                             nonce: bytes, own_nonce: bytes) -> auth.FrameOpener:
+                             nonce: bytes, own_nonce: bytes, schema: str) -> auth.FrameOpener:
         """Secret mode, listener side: the dialer proves first (so a stranger who connects
         learns nothing computed from the secret), then we prove ourselves."""
         assert self._secret is not None
-        transcript = auth.transcript(PROTOCOL_VERSION, self.cluster_id, claimed, self.node_id, nonce, own_nonce)
+        transcript = auth.transcript(PROTOCOL_VERSION, self.cluster_id, claimed, self.node_id, nonce, own_nonce,
+                                     dialer_schema=schema, listener_schema=self._codec.digest)
         body = await self._read_frame(reader, MAX_HELLO)
         if body is None:
             raise _Rejected("it closed the connection before sending its proof (its log says why)")
@@ -472,7 +524,9 @@ class TcpTransport:
         await writer.drain()
         return auth.FrameOpener(auth.frame_key(self._secret, transcript))
 
-    async def _receive(self, reader: asyncio.StreamReader, node_id: str, opener: auth.FrameOpener | None) -> None:
+    async def _receive(self, reader: asyncio.StreamReader, node_id: str, opener: auth.FrameOpener | None,
+                       channel: Channel) -> None:
+        decode = channel.decode
         while True:
             if opener is not None:
                 body = await self._read_sealed(reader, opener)
@@ -504,7 +558,14 @@ class TcpTransport:
         warned = False
         while not self._stopped:
             try:
-                reader, writer, sealer = await self._dial(peer)
+                reader, writer, sealer, channel = await self._dial(peer)
+            except _Incompatible as exc:
+                self._log.log(self._incompatibility_level(peer.node_id, exc.reason),
+                              "%s: refusing to talk to %s at %s:%s: %s (retrying, in case it is replaced)",
+                              self.node_id, peer.node_id, *peer.address, exc.reason)
+                warned = True
+                await self._pause(peer, self._rng.uniform(BACKOFF_MAX / 2, BACKOFF_MAX))
+                continue
             except (_Rejected, OSError, TimeoutError, EOFError) as exc:
                 rejected = isinstance(exc, _Rejected)
                 reason = exc.reason if isinstance(exc, _Rejected) else repr(exc)
@@ -524,6 +585,8 @@ class TcpTransport:
                 self._log.info("%s: reached %s again", self.node_id, peer.node_id)
             self._log.debug("%s: connected to %s at %s:%s (%s)", self.node_id, peer.node_id, *peer.address, self._auth)
             warned = False
+            if channel.peer_digest != peer.channel.peer_digest:
+                self._use_channel(peer, channel)
             opened = time.monotonic()
             try:
                 await self._pump(peer, reader, writer, sealer)
@@ -550,7 +613,7 @@ class TcpTransport:
 
     async def _dial(
         self, peer: _Peer
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, auth.FrameSealer | None]:
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, auth.FrameSealer | None, Channel]:
         host, port = peer.address
         # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
         # races with a failed connect, and stop() would wait for ever.
@@ -569,24 +632,27 @@ class TcpTransport:
                     body = await self._read_frame(reader, MAX_HELLO)
                     if body is None:
                         raise _Rejected("it closed the connection during the handshake (its log says why)")
-                    node_id, nonce = self._parse_hello(body)
+                    node_id, nonce, schema = self._parse_hello(body)
                     if node_id != peer.node_id:
                         raise _Rejected(f"expected node {peer.node_id!r} there, found {node_id!r:.60}")
                     self._check_certificate(writer, node_id)
                     if self._secret is not None:
-                        sealer = await self._prove_to_listener(reader, writer, peer.node_id, own_nonce, nonce)
+                        sealer = await self._prove_to_listener(reader, writer, peer.node_id, own_nonce, nonce,
+                                                               schema)
+                    channel = await self._agree(reader, writer, peer.node_id, schema, dialer=True)
             except TimeoutError:
                 raise _Rejected(f"handshake not completed within {HANDSHAKE_TIMEOUT:g} s") from None
         except BaseException:
             writer.transport.abort()
             raise
-        return reader, writer, sealer
+        return reader, writer, sealer, channel
 
     async def _prove_to_listener(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener: str,
-                                 own_nonce: bytes, nonce: bytes) -> auth.FrameSealer:
+                                 own_nonce: bytes, nonce: bytes, schema: str) -> auth.FrameSealer:
         """Secret mode, dialer side: send our proof, check the listener's."""
         assert self._secret is not None
-        transcript = auth.transcript(PROTOCOL_VERSION, self.cluster_id, self.node_id, listener, own_nonce, nonce)
+        transcript = auth.transcript(PROTOCOL_VERSION, self.cluster_id, self.node_id, listener, own_nonce, nonce,
+                                     dialer_schema=self._codec.digest, listener_schema=schema)
         mine = auth.proof(self._secret, auth.DIALER, transcript)
         writer.write(_HEADER.pack(len(mine)) + mine)
         await writer.drain()
@@ -597,6 +663,61 @@ class TcpTransport:
         if not hmac.compare_digest(body, auth.proof(self._secret, auth.LISTENER, transcript)):
             raise _Rejected(f"bad proof from the listener: a different cluster secret, or not {listener!r}")
         return auth.FrameSealer(auth.frame_key(self._secret, transcript))
+
+    # ------------------------------------------------------------------ layouts
+
+    async def _agree(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer_id: str, schema: str,
+                     *, dialer: bool) -> Channel:
+        """The channel to an authenticated peer whose hello announced layout digest
+        `schema`. The same digest as ours (the common case) needs nothing more. Otherwise
+        the listener sends its layout, and the dialer, once it has read that, its own (so
+        neither ever waits to write to a side that is itself writing); each checks the
+        other's against the digest its hello announced, which the proofs (or TLS)
+        authenticated, and both apply the same rule, so both refuse or neither does."""
+        if schema == self._codec.digest:
+            self._incompatible.pop(peer_id, None)
+            return self._codec.identity
+        mine = self._codec.layout_bytes
+        if not dialer:
+            writer.write(_HEADER.pack(len(mine)) + mine)
+            await writer.drain()
+        body = await self._read_frame(reader, MAX_LAYOUT)
+        if body is None:
+            raise _Rejected("it closed the connection before sending its wire layout (its log says why)")
+        if dialer:
+            writer.write(_HEADER.pack(len(mine)) + mine)
+            await writer.drain()
+        if hashlib.sha256(body).hexdigest() != schema:
+            raise _Rejected("its wire layout does not match the digest in its hello")
+        try:
+            channel = self._codec.channel(schema, Layout.unpack(body))
+        except LayoutError as exc:
+            raise _Rejected(f"its wire layout is malformed: {exc}") from None
+        except Incompatible as exc:
+            raise _Incompatible(f"peer {peer_id}'s spec differs incompatibly: {exc.difference}") from None
+        self._incompatible.pop(peer_id, None)
+        return channel
+
+    def _incompatibility_level(self, peer_id: str, reason: str) -> int:
+        """WARNING the first time a peer is refused for this reason (on whichever
+        connection sees it first), DEBUG on every retry after that."""
+        if self._incompatible.get(peer_id) == reason:
+            return logging.DEBUG
+        self._incompatible[peer_id] = reason
+        return logging.WARNING
+
+    def _use_channel(self, peer: _Peer, channel: Channel) -> None:
+        """The peer came back with another layout: frames queued in the old one may not
+        fit it, so they go (Raft resends what still matters; re-encoding up to
+        OUTBOUND_QUEUE_BYTES here would stall the event loop)."""
+        if peer.queue:
+            peer.dropped += len(peer.queue)
+            self._log.debug("%s: dropping %d frame(s) queued for %s in its previous layout", self.node_id,
+                            len(peer.queue), peer.node_id)
+            peer.queue.clear()
+            peer.queued_bytes = 0
+        peer.channel = channel
+        self._log.info("%s: %s has %s", self.node_id, peer.node_id, channel.describe())
 
     async def _pump(self, peer: _Peer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                     sealer: auth.FrameSealer | None) -> None:
