@@ -25,8 +25,8 @@ Edit = tuple[str, str]
 
 _REPLY_END = ("      read_round: {type: int, doc: 'The read_round of the AppendEntries answered: the leader was "
               "still leader then.'}\n")
-_READ_INDEX_REPLY_END = ("      success: {type: bool, doc: 'False if the sender is not the leader (the follower''s "
-                         "clients retry).'}\n")
+_LAST_WIRE_MESSAGE_END = ("    doc: 'The leader hands over: the receiver campaigns at once, without PreVote (leadership "
+                          "transfer, thesis §3.10).'\n    fields: {}\n")
 _ENTRY_END = "      data: {type: bytes, doc: 'The command, or the encoded configuration; empty for a no-op.'}\n"
 _NOOP = "      noop: {value: 3, doc: Appended by a new leader to commit entries of earlier terms (§8).}\n"
 _LAST_EVENT = "  higher_term: {payload: TermNotice, doc: A message with a higher term than ours was seen (§5.1).}\n"
@@ -38,12 +38,12 @@ NEXT: tuple[Edit, ...] = (
     # an enum value added
     (_NOOP, _NOOP + "      marker: {value: 4, doc: A new kind of entry.}\n"),
     # a wire message appended after the last one, and the event that carries it (ignored)
-    (_READ_INDEX_REPLY_END, _READ_INDEX_REPLY_END + "  TimeoutNow:\n    doc: Campaign at once (new).\n"
-                                                    "    fields:\n      reason: {type: str, doc: Why.}\n"),
-    (_LAST_EVENT, _LAST_EVENT + "  timeout_now: {payload: TimeoutNow, doc: Told to campaign (new).}\n"),
+    (_LAST_WIRE_MESSAGE_END, _LAST_WIRE_MESSAGE_END + "  Nudge:\n    doc: Campaign at once (new).\n"
+                                                      "    fields:\n      reason: {type: str, doc: Why.}\n"),
+    (_LAST_EVENT, _LAST_EVENT + "  nudge: {payload: Nudge, doc: Told to campaign (new).}\n"),
 )
 """A compatible successor of the spec (`python -m generator compat` agrees)."""
-NEXT_ROWS = "\n  - {trigger: timeout_now, source: '*', ignore: true}\n"
+NEXT_ROWS = "\n  - {trigger: nudge, source: '*', ignore: true}\n"
 
 RETYPED: tuple[Edit, ...] = (
     # the record renamed, so AppendEntries.entries changes type

@@ -126,14 +126,14 @@ def _exchange(modules: dict[str, ModuleType], tls: dict[str, TlsConfig] | None) 
             await until(lambda: len(of_type(new, nxt.AppendEntries)) == 1, what="AppendEntries from n1")
             assert of_type(new, nxt.AppendEntries) == [entries(nxt, "n1", "n2", crc=0)]
             # a message type the older node lacks is never sent, only counted; the link carries on
-            new.transport.send(nxt.TimeoutNow(msg_id=3, sender="n2", receiver="n1", term=2, reason="test"))
+            new.transport.send(nxt.Nudge(msg_id=3, sender="n2", receiver="n1", term=2, reason="test"))
             new.transport.send(reply(nxt, "n2", "n1", msg_id=4))
-            await until(lambda: any(m.msg_id == 4 for m in old.inbox), what="the message after TimeoutNow")
+            await until(lambda: any(m.msg_id == 4 for m in old.inbox), what="the message after Nudge")
             assert [m.msg_id for m in old.inbox if m.msg_id > 2] == [4]  # in order: TimeoutNow would be before
             assert new.transport.unsendable("n1") == 1 and old.transport.unsendable("n2") == 0
-            assert new.lines("not sending TimeoutNow to n1, whose spec is older: its spec has no TimeoutNow")
+            assert new.lines("not sending Nudge to n1, whose spec is older: its spec has no Nudge")
             assert new.lines("n2: n1 has an older spec: this node sends it only what it knows "
-                             "(AppendEntriesReply.hint is only in this node's spec; message TimeoutNow (tag 10) is "
+                             "(AppendEntriesReply.hint is only in this node's spec; message Nudge (tag 11) is "
                              "only in this node's spec; Entry.crc is only in this node's spec; EntryKind.marker (4) "
                              "is only in this node's spec)")
             assert old.lines("n1: n2 has a newer spec: it sends this node only what this node knows")

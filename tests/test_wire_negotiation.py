@@ -119,12 +119,12 @@ def test_the_same_layout_is_the_identity_channel_with_the_plain_functions() -> N
 def test_a_compatible_successor_extends_the_layout_both_ways_round(new: Codec) -> None:
     older = negotiate(DEFAULT.layout, new.layout)
     assert older.newer == "there"
-    assert older.tags == len(raft_fsm.WIRE_MESSAGES) == 10
+    assert older.tags == len(raft_fsm.WIRE_MESSAGES) == 11
     assert older.counts["AppendEntriesReply"] == 10 and older.widths["AppendEntriesReply"] == 11
     assert older.counts["Entry"] == 4 and older.widths["Entry"] == 5
     assert older.enums["EntryKind"] == {0, 1, 2, 3}
     assert older.extensions == ("AppendEntriesReply.hint is only in its spec",
-                                "message TimeoutNow (tag 10) is only in its spec",
+                                "message Nudge (tag 11) is only in its spec",
                                 "Entry.crc is only in its spec", "EntryKind.marker (4) is only in its spec")
     newer = negotiate(new.layout, DEFAULT.layout)
     assert newer.newer == "here"
@@ -183,7 +183,7 @@ def _layouts() -> Iterator[tuple[str, Layout, str]]:
     yield "message removed at the end", attrs.evolve(base, messages=base.messages[:-1]), None
     mixed = _edit_message(attrs.evolve(base, messages=base.messages[:-1]), "AppendEntriesReply", (*fields, hint))
     yield "each side extends", mixed, \
-        ("message ReadIndexReply (tag 9) is only in this node's spec, but AppendEntriesReply.hint is only in its "
+        ("message TimeoutNow (tag 10) is only in this node's spec, but AppendEntriesReply.hint is only in its "
          "spec: neither spec extends the other")
     renumbered = attrs.evolve(base, enums=(EnumLayout("EntryKind", (("unknown", 0), ("configuration", 1),
                                                                    ("data", 2), ("noop", 4))),))
@@ -251,9 +251,9 @@ def test_a_newer_node_trims_what_the_older_one_does_not_know(new: Codec, version
 
 def test_a_newer_node_never_sends_a_type_or_enum_value_the_older_one_lacks(new: Codec, versions: Versions) -> None:
     to_old = new.channel(DEFAULT.digest, DEFAULT.layout)
-    timeout_now = versions.next.TimeoutNow(msg_id=1, sender="n2", receiver="n1", term=2, reason="test")
+    timeout_now = versions.next.Nudge(msg_id=1, sender="n2", receiver="n1", term=2, reason="test")
     assert to_old.encode(timeout_now) is None
-    assert to_old.lacks(timeout_now) == "its spec has no TimeoutNow"
+    assert to_old.lacks(timeout_now) == "its spec has no Nudge"
     marked = append_entries(versions.next, entry(versions.next, 1),
                             versions.next.Entry(term=2, index=2, kind=versions.next.EntryKind.marker, data=b""))
     assert to_old.encode(marked) is None
@@ -285,8 +285,8 @@ def test_decoding_from_a_newer_peer_drops_trailing_fields_it_says_have_defaults(
     with pytest.raises(FrameError, match=r"^AppendEntriesReply: expected 10\.\.11 fields of AppendEntriesReply, "
                                          r"got 9$"):
         from_new.decode(msgpack.packb(wire[:-2]))
-    with pytest.raises(FrameError, match=r"unknown message tag 10 \(known: 0\.\.9\)"):
-        from_new.decode(new.encode(versions.next.TimeoutNow(msg_id=1, sender="n2", receiver="n1", term=2,
+    with pytest.raises(FrameError, match=r"unknown message tag 11 \(known: 0\.\.10\)"):
+        from_new.decode(new.encode(versions.next.Nudge(msg_id=1, sender="n2", receiver="n1", term=2,
                                                             reason="x")))
 
 
