@@ -33,13 +33,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from runtime.errors import ClusterError as ClusterError  # moved to runtime.errors; re-exported
+
 log = logging.getLogger("raftfsm.cluster")
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
-class ClusterError(Exception):
-    """A node did not start, or the cluster did not reach the expected state in time."""
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:

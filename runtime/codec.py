@@ -29,7 +29,7 @@ import msgpack
 
 from generated import raft_fsm
 from generated.raft_fsm import FIELD_TYPES, WIRE_MESSAGES, WireMessage
-from runtime.errors import RaftError
+from runtime.errors import FrameError
 from runtime.limits import MAX_WIRE_INT
 
 __all__ = ["SCHEMA_DIGEST", "FrameError", "decode", "encode"]
@@ -37,10 +37,6 @@ __all__ = ["SCHEMA_DIGEST", "FrameError", "decode", "encode"]
 PLACEHOLDER_MEMBER: Final = "unknown"
 """An enum member with this name is the seed's "never written" value; neither direction
 accepts it, because a frame carrying it can only come from a bug or a forger."""
-
-
-class FrameError(RaftError):
-    """A frame (or a message meant to become one) does not fit the wire schema."""
 
 
 class _Invalid(Exception):

@@ -30,7 +30,7 @@ from generated.raft_fsm import AppendEntries, Entry, EntryKind, Role, WireMessag
 from runtime.applier import Applied, Applier
 from runtime.consensus import Config, Consensus
 from runtime.core import RaftCore
-from runtime.errors import NotLeader, RaftError
+from runtime.errors import InvariantViolation, NotLeader, RaftError
 from runtime.forgery import from_stranger, impossible
 from runtime.ready import Ready
 from runtime.sessions import Command, Register, decode_entry, encode_command, encode_register
@@ -39,11 +39,6 @@ from runtime.storage.base import Storage, StorageError
 from runtime.storage.memory import MemoryStorage
 
 log = logging.getLogger("raftfsm.sim")
-
-
-class InvariantViolation(AssertionError):
-    """A Raft safety or liveness property was broken. The message says which, where, and
-    how to replay it."""
 
 
 class ListStateMachine:

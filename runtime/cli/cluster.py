@@ -17,7 +17,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from runtime.cluster import ClusterError, LocalCluster, http_json
+from runtime.cluster import LocalCluster, http_json
+from runtime.errors import ClusterError
 
 DEFAULT_CLUSTER = "127.0.0.1:8001,127.0.0.1:8002,127.0.0.1:8003"
 """The HTTP addresses `raftfsm cluster --nodes 3` uses."""

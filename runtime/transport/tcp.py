@@ -210,7 +210,7 @@ class TcpTransport:
         self.max_frame = max_frame
         self._listen = listen
         self._on_message = on_message
-        self._log = logger or logging.getLogger(__name__)
+        self._log = logger or logging.getLogger(f"raftfsm.transport.{node_id}")
         self._peers = {pid: _Peer(pid, address) for pid, address in peers.items() if pid != node_id}
         self._server_context = tls.server_context() if tls else None
         self._client_context = tls.client_context() if tls else None
