@@ -23,6 +23,7 @@ What a client may conclude from each, for a command it asked `RaftServer.apply` 
 from __future__ import annotations
 
 __all__ = [
+    "AppError",
     "ApplyTimeout",
     "ClusterError",
     "CommandRejected",
@@ -171,3 +172,7 @@ class InvariantViolation(RaftError, AssertionError):
     an operational condition, and test frameworks show it as a failed check. A `RaftServer`
     never raises it."""
 
+
+class AppError(RaftError, ValueError):
+    """`--app package.module:factory` (or `load_app`) names nothing importable, or something
+    that does not make an App; the message says which."""
