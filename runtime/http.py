@@ -625,8 +625,8 @@ class HttpApi(Generic[CommandT, ResultT]):
     async def _start(self, host: str, port: int) -> None:
         if not _is_loopback(host) and self.ssl_context is None and self.token is None:
             self.log.warning("node %s: the HTTP API on %s:%s is reachable from the network without TLS or a "
-                             "token: anyone who reaches it can read and write every key (see --http-token-file, "
-                             "--http-tls-cert)", self.server.node_id, host, port)
+                             "token: anyone who reaches it can read and change the replicated state (see "
+                             "--http-token-file, --http-tls-cert)", self.server.node_id, host, port)
         limit = _fd_budget(self.max_connections, self.log)
         self._guard = _ConnectionGuard(limit, self.header_timeout, self.server.node_id, self.log)
         self._session = aiohttp.ClientSession(

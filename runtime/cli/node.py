@@ -91,8 +91,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"every node of a cluster must run the same one (default {DEFAULT_APP}, the key-value "
                              "store)")
     parser.add_argument("--app-dir", default=".", metavar="DIR",
-                        help="put DIR first on the module search path before importing --app (default: the "
-                             "current directory)")
+                        help="put DIR first on the module search path before importing an --app other than the "
+                             "default (default: the current directory)")
     parser.add_argument("--cluster-id", default="raftfsm", help="cluster name, checked on every connection "
                         "and stored in the data directory (default raftfsm)")
     parser.add_argument("--tls-ca", metavar="FILE", help="CA certificate (PEM) for mutual TLS between nodes")
@@ -188,13 +188,14 @@ class NodeOptions:
             raise UsageError("--max-pending and --max-pending-bytes must be at least 1")
         self.app_name: str = args.app
         try:
-            self.app: App[Any, Any] = load_app(args.app, args.app_dir)
+            # the module path changes only for an app of the user's (as `python -m` would)
+            self.app: App[Any, Any] = load_app(args.app, None if args.app == DEFAULT_APP else args.app_dir)
         except AppError as exc:
             raise UsageError(" ".join(str(exc).split())) from None
 
 
 def _http_options(args: argparse.Namespace) -> dict[str, Any]:
-    """KVHttpApi's keyword arguments from the --http-* flags (files read and checked here)."""
+    """HttpApi's keyword arguments from the --http-* flags (files read and checked here)."""
     options: dict[str, Any] = {}
     if bool(args.http_tls_cert) != bool(args.http_tls_key):
         raise UsageError("--http-tls-cert and --http-tls-key go together")
