@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-SOURCES := fsm_spec generator generated runtime
+SOURCES := fsm_spec generator generated runtime examples
 
 .PHONY: demo test lint typecheck generate graphviz bench jepsen clean
 

@@ -1,5 +1,8 @@
 """`LocalCluster`: N `raftfsm node` processes on this machine, for `raftfsm cluster`, the
-demo and the process tests.
+demo and the process tests. `app="package.module:factory"` runs that app (runtime/app.py)
+instead of the key-value store; the nodes find it on PYTHONPATH, which starts with the
+project root (so `examples.lock:factory` works from a checkout), or in the caller's
+current directory (`raftfsm node --app-dir`, default `.`).
 
 Layout of the base directory:
 
@@ -33,13 +36,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from runtime.errors import ClusterError as ClusterError  # moved to runtime.errors; re-exported
+
 log = logging.getLogger("raftfsm.cluster")
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
-class ClusterError(Exception):
-    """A node did not start, or the cluster did not reach the expected state in time."""
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
@@ -81,7 +82,8 @@ class LocalCluster:
     """`nodes` node processes `n1..nN` under `base_dir`. Ports default to free ones picked at
     start; give `base_port`/`http_base_port` for fixed ones (n1 gets the base port).
     `http_tls` serves the HTTP API over HTTPS (certificates from the development CA);
-    `http_token` requires that bearer token; `node_args` are appended to every node's command."""
+    `http_token` requires that bearer token; `app` is the `--app` of every node (default: the
+    key-value store); `node_args` are appended to every node's command."""
 
     def __init__(
         self,
@@ -98,6 +100,7 @@ class LocalCluster:
         log_level: str = "info",
         http_tls: bool = False,
         http_token: str | None = None,
+        app: str | None = None,
         node_args: Sequence[str] = (),
     ) -> None:
         if nodes < 1:
@@ -112,6 +115,7 @@ class LocalCluster:
         self.log_level = log_level
         self.http_tls = http_tls
         self.http_token = http_token
+        self.app = app
         self.node_args = list(node_args)
         raft_ports = ([base_port + i for i in range(nodes)] if base_port is not None
                       else free_ports(nodes, host))
@@ -187,6 +191,8 @@ class LocalCluster:
                         "--http-tls-key", str(certs / f"http-{node_id}.key"), "--http-tls-ca", str(certs / "ca.pem")]
         if self.http_token is not None:
             command += ["--http-token-file", str(self.token_file)]
+        if self.app is not None:
+            command += ["--app", self.app]
         return command + self.node_args
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -386,6 +392,30 @@ class LocalCluster:
     def get(self, node_id: str, key: str, timeout: float = 6.0) -> tuple[int, dict[str, Any]]:
         code, body, _ = self.http("GET", node_id, f"/kv/{_quote(key)}", timeout=timeout)
         return code, body
+
+
+    # -- any app: the generic endpoints ------------------------------------------------------------
+    def open_session(self, node_id: str, timeout: float = 6.0) -> int:
+        """`POST /sessions` on one node; the session id (ClusterError if none was opened)."""
+        code, body, _ = self.http("POST", node_id, "/sessions", b"", timeout=timeout)
+        if code != 201 or not isinstance(body.get("session"), int):
+            raise ClusterError(f"{node_id} opened no session: HTTP {code} {body}")
+        session: int = body["session"]
+        return session
+
+    def apply(self, node_id: str, command: Any, *, session: tuple[int, int] | None = None,
+              timeout: float = 6.0) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """`POST /apply` of `command` (JSON) on one node, under `session=(id, sequence)` if
+        given; returns (status, JSON body, headers)."""
+        headers = {"Content-Type": "application/json"}
+        if session is not None:
+            headers.update({"X-Raft-Session": str(session[0]), "X-Raft-Sequence": str(session[1])})
+        return self.http("POST", node_id, "/apply", json.dumps(command).encode(), timeout=timeout, headers=headers)
+
+    def read(self, node_id: str, query: Any, timeout: float = 6.0) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """`POST /read` of `query` (JSON) on one node: a ReadIndex read; (status, body, headers)."""
+        return self.http("POST", node_id, "/read", json.dumps(query).encode(), timeout=timeout,
+                         headers={"Content-Type": "application/json"})
 
 
 def _limit_file_size(limit: int) -> None:

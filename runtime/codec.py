@@ -39,7 +39,7 @@ import msgpack
 
 from generated import raft_fsm
 from generated.raft_fsm import WireMessage
-from runtime.errors import RaftError
+from runtime.errors import FrameError
 from runtime.layout import Common, Incompatible, Layout, layout_of, negotiate
 from runtime.limits import MAX_WIRE_INT
 
@@ -48,10 +48,6 @@ __all__ = ["DEFAULT", "SCHEMA_DIGEST", "Channel", "Codec", "FrameError", "Incomp
 PLACEHOLDER_MEMBER: Final = "unknown"
 """An enum member with this name is the seed's "never written" value; neither direction
 accepts it, because a frame carrying it can only come from a bug or a forger."""
-
-
-class FrameError(RaftError):
-    """A frame (or a message meant to become one) does not fit the wire schema."""
 
 
 class _Invalid(Exception):

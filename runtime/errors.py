@@ -1,6 +1,53 @@
-"""Exceptions users of raftfsm meet."""
+"""Every exception raftfsm raises on purpose, under one base class, `RaftError`.
+
+Catch `RaftError` for "anything raftfsm refused or reported"; the subclasses say what.
+The modules that raise them import them from here (the old homes, `runtime.server`,
+`runtime.storage.base`, `runtime.codec`, `runtime.sim`, `runtime.cluster` and
+`runtime.transport.auth`, still re-export their names).
+
+Some also derive from a built-in exception, so that generic code keeps working:
+`TimeoutError` (`NoLeader`, `ApplyTimeout`), `TypeError` (`MissingCallbacks`),
+`ValueError` (`SecretError`) and `AssertionError` (`InvariantViolation`: a checker found a
+broken safety property, which test frameworks should report as a failed assertion).
+
+What a client may conclude from each, for a command it asked `RaftServer.apply` to run:
+
+- not applied, safe to retry: `NotLeader`, `NoLeader`, `Overloaded`, `ProposalDropped`,
+  `NodeHalted` (raised for commands not proposed yet), `SessionExpired`;
+- refused by the state machine, nothing changed: `CommandRejected` (retrying gives the
+  same answer);
+- may have been applied: `ApplyTimeout` and its subclass `OutcomeUnknown`;
+- already answered: `StaleCommand`.
+"""
 
 from __future__ import annotations
+
+__all__ = [
+    "AppError",
+    "ApplyTimeout",
+    "ClusterError",
+    "CommandRejected",
+    "ConfigurationError",
+    "CorruptStorage",
+    "FrameError",
+    "InvalidEvent",
+    "InvariantViolation",
+    "MembershipChangeRefused",
+    "MissingCallbacks",
+    "NoLeader",
+    "NodeHalted",
+    "NotLeader",
+    "OutcomeUnknown",
+    "Overloaded",
+    "ProposalDropped",
+    "RaftError",
+    "ReadRefused",
+    "SecretError",
+    "SessionExpired",
+    "StaleCommand",
+    "StateMachineFailed",
+    "StorageError",
+]
 
 
 class RaftError(Exception):
@@ -77,3 +124,66 @@ class MissingCallbacks(RaftError, TypeError):
 class MembershipChangeRefused(RaftError):
     """The leader refused a configuration change or a leadership transfer; the message says
     why (one change at a time, not caught up, not a voter, ...). Nothing was changed."""
+
+
+class ProposalDropped(RaftError):
+    """The command was accepted by a leader that lost its office before committing it;
+    another entry took its place. It was not applied; the client may retry."""
+
+
+class ReadRefused(RaftError):
+    """The leader lost office while confirming a read; nothing happened, retry."""
+
+
+class StateMachineFailed(RaftError):
+    """The state machine raised something other than CommandRejected: a bug in it."""
+
+
+class ApplyTimeout(RaftError, TimeoutError):
+    """The command was not committed in time. It may still be applied later."""
+
+
+class OutcomeUnknown(ApplyTimeout):
+    """The command was proposed, but this node can no longer tell whether it was applied
+    (it halted or stopped, or caught up through a snapshot). Retrying may apply it twice."""
+
+
+class StorageError(RaftError):
+    """The medium failed (I/O error, full disk, lock held, wrong directory); the node can no
+    longer promise durability and must stop acknowledging."""
+
+
+class CorruptStorage(StorageError):
+    """What is on disk is not a log this library wrote, or no longer reads back as one.
+    Raised at open; nothing is repaired or dropped, so an operator can inspect the files."""
+
+
+class FrameError(RaftError):
+    """A frame (or a message meant to become one) does not fit the wire schema."""
+
+
+class SecretError(RaftError, ValueError):
+    """The cluster secret (or its file) is unusable; the message says why."""
+
+
+class ClusterError(RaftError):
+    """A node of a `LocalCluster` did not start, or the cluster did not reach the expected
+    state in time."""
+
+
+class InvariantViolation(RaftError, AssertionError):
+    """A Raft safety or liveness property was broken (raised by the simulator's checkers).
+    The message says which, where, and how to replay it.
+
+    It is an `AssertionError` too: it reports a bug in the protocol or in a handler, never
+    an operational condition, and test frameworks show it as a failed check. A `RaftServer`
+    never raises it."""
+
+
+class AppError(RaftError, ValueError):
+    """`--app package.module:factory` (or `load_app`) names nothing importable, or something
+    that does not make an App; the message says which."""
+
+
+class ConfigurationError(RaftError, ValueError):
+    """A cluster configuration (or a change to one) is malformed or not allowed."""

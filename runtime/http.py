@@ -1,6 +1,9 @@
-"""The HTTP JSON API of one key-value node (aiohttp).
+"""The HTTP JSON API of one node (aiohttp): `HttpApi` serves any state machine through its
+App (runtime/app.py) — `POST /apply`, `POST /read`, `POST /sessions`, `GET /status` — and
+`KVHttpApi` adds the key-value store's `/kv/...` routes (docs/kv.md) as a thin layer that
+builds the same commands and shares everything below.
 
-Writes go through the Raft log (`RaftServer.apply`); a GET is a ReadIndex read
+Writes go through the Raft log (`RaftServer.apply`); a read is a ReadIndex read
 (`RaftServer.read`), served by whichever node receives it after one heartbeat round of the
 leader, or through the log with `?read=log`. Every answer is linearizable. A follower does
 not redirect writes: it forwards them to the leader it knows of and relays the answer, so
@@ -11,7 +14,7 @@ hop at most: a forwarded request carries `X-Raft-Forwarded-By`, and a node that 
 one but is not the leader answers 503 instead of forwarding again, so two nodes with
 stale views cannot bounce a request between them.
 
-Every answer to a key-value request says in `X-Raft-Outcome` what became of the command:
+Every answer to a command or a read says in `X-Raft-Outcome` what became of the command:
 `applied`, `not-applied` (certainly not applied: every 503 and every 4xx refusal) or
 `unknown` (502, 504, 500). Forwarding sends a request at most once: aiohttp's client
 would resend a PUT or DELETE by itself when a reused keep-alive connection breaks, and a
@@ -42,7 +45,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
 from types import SimpleNamespace
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Generic, TypeVar
 from urllib.parse import unquote_to_bytes
 
 import aiohttp
@@ -51,9 +54,22 @@ from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict
 from yarl import URL
 
-from runtime.errors import CommandRejected, NodeHalted, NotLeader, Overloaded, SessionExpired, StaleCommand
-from runtime.kv import CompareAndSet, Delete, Get, KVCommand, KVResult, Put
-from runtime.server import ApplyTimeout, ProposalDropped, RaftServer, ReadRefused
+from runtime.app import JSON, App
+from runtime.errors import (
+    ApplyTimeout,
+    CommandRejected,
+    NodeHalted,
+    NotLeader,
+    Overloaded,
+    ProposalDropped,
+    RaftError,
+    ReadRefused,
+    SessionExpired,
+    StaleCommand,
+)
+from runtime.kv import CompareAndSet, Delete, Get, KVApp, KVCommand, KVResult, Put
+from runtime.server import RaftServer
+from runtime.statemachine import CommandT, ResultT
 
 __all__ = [
     "ACK_HEADER",
@@ -69,17 +85,18 @@ __all__ = [
     "SEQUENCE_HEADER",
     "SESSION_HEADER",
     "UNKNOWN",
+    "HttpApi",
     "KVHttpApi",
     "client_ssl_context",
     "server_ssl_context",
 ]
 
 LEADER_HEADER: Final = "X-Raft-Leader"
-"""On every answer to a key-value request: the id of the leader that served it."""
+"""On every answer to a command or a read: the id of the leader that served it."""
 FORWARDED_HEADER: Final = "X-Raft-Forwarded-By"
 """Set by a follower on the request it forwards to the leader; holds the follower's id."""
 OUTCOME_HEADER: Final = "X-Raft-Outcome"
-"""On every answer to a key-value request: APPLIED, NOT_APPLIED or UNKNOWN."""
+"""On every answer to a command or a read: APPLIED, NOT_APPLIED or UNKNOWN."""
 APPLIED: Final = "applied"
 NOT_APPLIED: Final = "not-applied"
 UNKNOWN: Final = "unknown"
@@ -126,7 +143,6 @@ _HOP_BY_HOP: Final = frozenset({
 
 
 T = TypeVar("T")
-Answer = Callable[[KVCommand, KVResult], web.Response]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -496,19 +512,24 @@ def _forward_trace() -> aiohttp.TraceConfig:
 
 
 # -- the API -------------------------------------------------------------------------------------
-class KVHttpApi:
-    """Serves `server`'s key-value store over HTTP(S). `start(host, port)` binds the listener;
-    `stop()` closes it (call it before stopping the RaftServer).
+class HttpApi(Generic[CommandT, ResultT]):
+    """Serves `server`'s state machine over HTTP(S) through `app`, its JSON mapping (see
+    runtime/app.py): `POST /apply`, `POST /read`, `POST /sessions`, `GET /status`.
+    `start(host, port)` binds the listener; `stop()` closes it (call it before stopping the
+    RaftServer). `app_name` is shown in `/status` (default: the App's class).
 
     `token`: every request needs `Authorization: Bearer <token>` (401 otherwise), and
     forwarded requests carry it. `ssl_context`: serve HTTPS (and forward over HTTPS: every
-    node of a cluster is assumed to have the same scheme and token); `forward_ssl_context`
-    verifies the other nodes' certificates (default: the system trust store)."""
+    node of a cluster is assumed to have the same scheme, token and app);
+    `forward_ssl_context` verifies the other nodes' certificates (default: the system trust
+    store). Subclasses add routes in `routes()` (`KVHttpApi` adds `/kv/...`)."""
 
     def __init__(
         self,
-        server: RaftServer[KVCommand, KVResult],
+        server: RaftServer[CommandT, ResultT],
+        app: App[CommandT, ResultT],
         *,
+        app_name: str | None = None,
         apply_timeout: float = 5.0,
         logger: logging.Logger | None = None,
         token: str | None = None,
@@ -522,6 +543,8 @@ class KVHttpApi:
         if header_timeout <= 0:
             raise ValueError("header_timeout must be positive")
         self.server = server
+        self.app = app
+        self.app_name = app_name or f"{type(app).__module__}.{type(app).__qualname__}"
         self.apply_timeout = apply_timeout
         self.log = logger or logging.getLogger(f"raftfsm.http.{server.node_id}")
         self.token = token
@@ -536,15 +559,8 @@ class KVHttpApi:
         async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
             return await self._middleware(request, handler)
 
-        self.app = web.Application(client_max_size=MAX_BODY, middlewares=[middleware])
-        self.app.add_routes([
-            web.get("/status", self._status),
-            web.post("/sessions", self._open_session),
-            web.post("/kv/{key}/cas", self._cas),
-            web.put("/kv/{key}", self._put),
-            web.get("/kv/{key}", self._get),
-            web.delete("/kv/{key}", self._delete),
-        ])
+        self.web_app = web.Application(client_max_size=MAX_BODY, middlewares=[middleware])
+        self.web_app.add_routes(self.routes())
         self._aiohttp_log = logging.getLogger(f"{self.log.name}.aiohttp")
         if not any(isinstance(f, _OneLineExceptions) for f in self._aiohttp_log.filters):
             self._aiohttp_log.addFilter(_OneLineExceptions())
@@ -557,12 +573,21 @@ class KVHttpApi:
         self._thread: threading.Thread | None = None
         self.address: tuple[str, int] | None = None
 
+    def routes(self) -> list[web.RouteDef]:
+        """The endpoints every app has."""
+        return [
+            web.get("/status", self._status),
+            web.post("/sessions", self._open_session),
+            web.post("/apply", self._apply),
+            web.post("/read", self._query),
+        ]
+
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self, host: str, port: int) -> None:
         """Serve on `host:port` (port 0: any; `address` holds the bound one) from a thread of
         its own: parsing, answering and forwarding requests run in that thread's event loop,
-        and only `RaftServer.apply`/`status` run in this one (the RaftServer's), so a burst of
-        clients cannot delay heartbeats by more than a GIL switch."""
+        and only `RaftServer.apply`/`read`/`status` run in this one (the RaftServer's), so a
+        burst of clients cannot delay heartbeats by more than a GIL switch."""
         if self._thread is not None:
             raise RuntimeError("the HTTP API is already started")
         self._raft_loop = asyncio.get_running_loop()
@@ -600,8 +625,8 @@ class KVHttpApi:
     async def _start(self, host: str, port: int) -> None:
         if not _is_loopback(host) and self.ssl_context is None and self.token is None:
             self.log.warning("node %s: the HTTP API on %s:%s is reachable from the network without TLS or a "
-                             "token: anyone who reaches it can read and write every key (see --http-token-file, "
-                             "--http-tls-cert)", self.server.node_id, host, port)
+                             "token: anyone who reaches it can read and change the replicated state (see "
+                             "--http-token-file, --http-tls-cert)", self.server.node_id, host, port)
         limit = _fd_budget(self.max_connections, self.log)
         self._guard = _ConnectionGuard(limit, self.header_timeout, self.server.node_id, self.log)
         self._session = aiohttp.ClientSession(
@@ -614,7 +639,7 @@ class KVHttpApi:
             trace_configs=[_forward_trace()],
         )
         self._runner = web.AppRunner(
-            self.app, access_log=None, logger=self._aiohttp_log, shutdown_timeout=1.0,
+            self.web_app, access_log=None, logger=self._aiohttp_log, shutdown_timeout=1.0,
             # our guard closes idle connections first; this is aiohttp's own backstop
             keepalive_timeout=self.header_timeout + 1.0,
         )
@@ -683,7 +708,7 @@ class KVHttpApi:
         return scheme.lower() == "bearer" and hmac.compare_digest(
             credentials.strip().encode("utf-8", "surrogateescape"), self._token)
 
-    # -- handlers ------------------------------------------------------------------------------
+    # -- the generic endpoints -------------------------------------------------------------------
     async def _status(self, request: web.Request) -> web.Response:
         server = self.server
 
@@ -693,20 +718,42 @@ class KVHttpApi:
         answer = await self._in_raft(status())
         host, port = server.peers[server.node_id]
         answer["raft_address"] = f"{host}:{port}"
+        answer["app"] = self.app_name
         return web.json_response(answer)
 
-    async def _put(self, request: web.Request) -> web.Response:
-        key = self._key(request)
-        value = await self._value(request)
-        return await self._execute(request, Put(key, value), self._value_answer)
+    async def _apply(self, request: web.Request) -> web.Response:
+        """`POST /apply`: the body is the command as JSON (`App.command_from_json`)."""
+        body = await self._json_value(request)
+        command = self._from_json(self.app.command_from_json, body, "command")
+        return await self._execute(request, command, self._result_answer)
 
-    async def _get(self, request: web.Request) -> web.Response:
-        mode = request.query.get("read", "index")
-        if mode not in ("index", "log"):
-            raise BadRequest(f"read={mode!r}: use read=index (the default, a ReadIndex read) or read=log")
+    async def _query(self, request: web.Request) -> web.Response:
+        """`POST /read`: the body is the query as JSON (`App.query_from_json`); a ReadIndex
+        read on this node, or through the log with `?read=log`."""
+        mode = self._read_mode(request)
+        body = await self._json_value(request)
+        query = self._from_json(self.app.query_from_json, body, "query")
         if mode == "log":
-            return await self._execute(request, Get(self._key(request)), self._value_answer)
-        return await self._read(request, Get(self._key(request)))
+            return await self._execute(request, query, self._result_answer)
+        return await self._read(request, query, self._result_answer)
+
+    def _result_answer(self, command: CommandT, result: ResultT) -> web.Response:
+        return web.json_response({"result": self.app.result_to_json(result)}, dumps=_strict_dumps)
+
+    def _from_json(self, convert: Callable[[JSON], CommandT], body: JSON, what: str) -> CommandT:
+        """The app's reading of a body: its ValueError (TypeError, KeyError) is the client's
+        400; anything else is a bug in the app (500), before anything was proposed."""
+        try:
+            return convert(body)
+        except KeyError as exc:
+            raise BadRequest(_one_line(f"the {what} is not valid: missing {exc}")) from None
+        except (ValueError, TypeError) as exc:
+            raise BadRequest(_one_line(f"the {what} is not valid: {exc}")) from None
+        except Exception as exc:
+            self.log.error("node %s: the app failed to read a %s: %s", self.server.node_id, what,
+                           _one_line(f"{type(exc).__name__}: {exc}"))
+            raise BadRequest(_one_line(f"internal error reading the {what} ({type(exc).__name__}); see the "
+                                       "node's log; nothing was applied"), status=500) from None
 
     async def _open_session(self, request: web.Request) -> web.Response:
         server = self.server
@@ -726,7 +773,9 @@ class KVHttpApi:
         response.headers[OUTCOME_HEADER] = APPLIED
         return response
 
-    async def _read(self, request: web.Request, query: Get) -> web.Response:
+    # -- the outcome rules, shared by every endpoint -------------------------------------------------
+    async def _read(self, request: web.Request, query: CommandT,
+                    answer: Callable[[CommandT, ResultT], web.Response]) -> web.Response:
         """A linearizable read on this node (leader or follower): nothing is proposed, so
         every failure is a plain "not applied, retry"."""
         server = self.server
@@ -739,124 +788,24 @@ class KVHttpApi:
         except ApplyTimeout as exc:
             return _error(504, f"the read was not confirmed in time: {exc}; retry", outcome=NOT_APPLIED,
                           retry=True, node=server.node_id)
-        response = self._value_answer(query, result)
+        except CommandRejected as exc:
+            return _error(422, f"the query was refused: {exc}", outcome=NOT_APPLIED, node=server.node_id)
+        except RaftError:
+            raise
+        except Exception as exc:  # the state machine's query failed: its bug, and nothing changed
+            self.log.error("node %s: the query failed: %s", server.node_id, _one_line(f"{type(exc).__name__}: {exc}"))
+            return _error(500, _one_line(f"the query failed ({type(exc).__name__}); see the node's log"),
+                          outcome=NOT_APPLIED, node=server.node_id)
+        response = self._answer(answer, query, result, outcome=NOT_APPLIED)
         response.headers[LEADER_HEADER] = server.leader_id or ""
-        response.headers[OUTCOME_HEADER] = APPLIED
+        response.headers.setdefault(OUTCOME_HEADER, APPLIED)
         return response
-
-    @staticmethod
-    def _session_of(request: web.Request) -> tuple[int, int, int] | None:
-        """The client session a write carries in its headers, or None (no session: the write
-        is not deduplicated, and retrying it after an unknown outcome may apply it twice)."""
-        client = request.headers.get(SESSION_HEADER)
-        if client is None:
-            if SEQUENCE_HEADER in request.headers:
-                raise BadRequest(f"{SEQUENCE_HEADER} needs {SESSION_HEADER}")
-            return None
-        numbers: list[int] = []
-        for name, default in ((SESSION_HEADER, None), (SEQUENCE_HEADER, None), (ACK_HEADER, "")):
-            text = request.headers.get(name, default)
-            if text is None:
-                raise BadRequest(f"{SESSION_HEADER} needs {SEQUENCE_HEADER} (1, 2, ... for each command)")
-            if text == "":
-                numbers.append(numbers[1])
-                continue
-            if not text.isdigit() or not 0 < int(text) < 1 << 63:
-                raise BadRequest(f"{name} must be a positive integer, not {text[:40]!r}")
-            numbers.append(int(text))
-        if numbers[2] > numbers[1]:
-            raise BadRequest(f"{ACK_HEADER} {numbers[2]} is above {SEQUENCE_HEADER} {numbers[1]}")
-        return numbers[0], numbers[1], numbers[2]
-
-    async def _delete(self, request: web.Request) -> web.Response:
-        return await self._execute(request, Delete(self._key(request)), self._value_answer)
-
-    async def _cas(self, request: web.Request) -> web.Response:
-        key = self._key(request)
-        body = await self._json_object(request)
-        value = body.get("value")
-        if not isinstance(value, str):
-            raise BadRequest('compare-and-set needs "value": a string')
-        expected = body.get("expected", ...)
-        if expected is not None and not isinstance(expected, str):
-            raise BadRequest('compare-and-set needs "expected": a string, or null for "the key must be absent"')
-        _check_text(value, '"value"')
-        if expected is not None:
-            _check_text(expected, '"expected"')
-
-        def answer(command: KVCommand, result: KVResult) -> web.Response:
-            return web.json_response({"key": key, "ok": result.ok, "value": result.value})
-
-        return await self._execute(request, CompareAndSet(key, expected, value), answer)
-
-    # -- helpers ----------------------------------------------------------------------------------
-    @staticmethod
-    def _value_answer(command: KVCommand, result: KVResult) -> web.Response:
-        if isinstance(command, (Get, Delete)) and not result.ok:
-            return web.json_response({"error": "not found", "key": command.key}, status=404)
-        return web.json_response({"key": command.key, "value": result.value})
-
-    @staticmethod
-    def _key(request: web.Request) -> str:
-        """The key as the client wrote it: the raw path segment after /kv/, percent-decoded,
-        then strictly UTF-8 decoded (aiohttp would leave `%ff` undecoded, so that `%ff` and
-        `%25ff` named the same key)."""
-        segment = request.rel_url.raw_path.split("/")[2]
-        try:
-            return unquote_to_bytes(segment).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise BadRequest(f"the key is not UTF-8 once percent-decoded ({exc.reason} at byte {exc.start})") \
-                from None
-
-    async def _body(self, request: web.Request) -> bytes:
-        try:
-            async with asyncio.timeout(BODY_TIMEOUT):
-                return await request.read()
-        except TimeoutError:
-            raise BadRequest(f"the request body did not arrive within {BODY_TIMEOUT:g}s", status=408) from None
-
-    async def _text(self, request: web.Request, what: str) -> str:
-        data = await self._body(request)
-        charset = request.charset or "utf-8"
-        try:
-            codec = codecs.lookup(charset).name
-        except LookupError:
-            codec = ""
-        if codec not in _TEXT_CODECS:
-            raise BadRequest(f"charset {charset!r} is not supported (use utf-8)", status=415)
-        try:
-            return data.decode(codec)
-        except UnicodeDecodeError as exc:
-            raise BadRequest(f"the {what} is not valid {charset} ({exc.reason} at byte {exc.start})") from None
-
-    async def _json_object(self, request: web.Request) -> dict[str, Any]:
-        text = await self._text(request, "body")
-        try:
-            body = json.loads(text)
-        except RecursionError:
-            raise BadRequest("the body is not valid JSON: nested too deeply") from None
-        except ValueError as exc:
-            raise BadRequest(_one_line(f"the body is not valid JSON: {exc}")) from None
-        if not isinstance(body, dict):
-            raise BadRequest("the body must be a JSON object")
-        return body
-
-    async def _value(self, request: web.Request) -> str:
-        """A JSON body `{"value": "..."}` when the content type says JSON, else the raw text."""
-        if request.content_type == "application/json":
-            body = await self._json_object(request)
-            value = body.get("value")
-            if not isinstance(value, str):
-                raise BadRequest('a JSON body must be {"value": "<string>"}')
-            _check_text(value, '"value"')
-            return value
-        return await self._text(request, "value")
 
     async def _execute(
         self,
         request: web.Request,
-        command: KVCommand,
-        answer: Answer,
+        command: CommandT,
+        answer: Callable[[CommandT, ResultT], web.Response],
     ) -> web.Response:
         server = self.server
         session = self._session_of(request)
@@ -882,11 +831,96 @@ class KVHttpApi:
             # raised by apply() before proposing: the state machine cannot encode the command,
             # or it is too large (the futures apply() waits on only ever hold RaftErrors)
             raise BadRequest(_one_line(f"the command cannot be stored: {exc}")) from None
-        response: web.Response = answer(command, result)
+        response = self._answer(answer, command, result, outcome=APPLIED)
         response.headers[LEADER_HEADER] = server.node_id
-        response.headers[OUTCOME_HEADER] = APPLIED
+        response.headers.setdefault(OUTCOME_HEADER, APPLIED)
         return response
 
+    def _answer(self, answer: Callable[[CommandT, ResultT], web.Response], command: CommandT, result: ResultT,
+                *, outcome: str) -> web.Response:
+        """`answer(command, result)`; if the result cannot be turned into an answer (a bug in
+        the app's `result_to_json`), a 500 that still tells the truth about the command."""
+        try:
+            return answer(command, result)
+        except Exception as exc:
+            self.log.error("node %s: the result cannot be turned into JSON: %s", self.server.node_id,
+                           _one_line(f"{type(exc).__name__}: {exc}"))
+            done = "the command was applied" if outcome == APPLIED else "nothing was applied"
+            return _error(500, _one_line(f"{done}, but its result cannot be turned into JSON "
+                                         f"({type(exc).__name__}); see the node's log"),
+                          outcome=outcome, node=self.server.node_id)
+
+    @staticmethod
+    def _session_of(request: web.Request) -> tuple[int, int, int] | None:
+        """The client session a write carries in its headers, or None (no session: the write
+        is not deduplicated, and retrying it after an unknown outcome may apply it twice)."""
+        client = request.headers.get(SESSION_HEADER)
+        if client is None:
+            if SEQUENCE_HEADER in request.headers:
+                raise BadRequest(f"{SEQUENCE_HEADER} needs {SESSION_HEADER}")
+            return None
+        numbers: list[int] = []
+        for name, default in ((SESSION_HEADER, None), (SEQUENCE_HEADER, None), (ACK_HEADER, "")):
+            text = request.headers.get(name, default)
+            if text is None:
+                raise BadRequest(f"{SESSION_HEADER} needs {SEQUENCE_HEADER} (1, 2, ... for each command)")
+            if text == "":
+                numbers.append(numbers[1])
+                continue
+            if not text.isdigit() or not 0 < int(text) < 1 << 63:
+                raise BadRequest(f"{name} must be a positive integer, not {text[:40]!r}")
+            numbers.append(int(text))
+        if numbers[2] > numbers[1]:
+            raise BadRequest(f"{ACK_HEADER} {numbers[2]} is above {SEQUENCE_HEADER} {numbers[1]}")
+        return numbers[0], numbers[1], numbers[2]
+
+    @staticmethod
+    def _read_mode(request: web.Request) -> str:
+        mode = request.query.get("read", "index")
+        if mode not in ("index", "log"):
+            raise BadRequest(f"read={mode!r}: use read=index (the default, a ReadIndex read) or read=log")
+        return mode
+
+    # -- bodies -------------------------------------------------------------------------------------
+    async def _body(self, request: web.Request) -> bytes:
+        try:
+            async with asyncio.timeout(BODY_TIMEOUT):
+                return await request.read()
+        except TimeoutError:
+            raise BadRequest(f"the request body did not arrive within {BODY_TIMEOUT:g}s", status=408) from None
+
+    async def _text(self, request: web.Request, what: str) -> str:
+        data = await self._body(request)
+        charset = request.charset or "utf-8"
+        try:
+            codec = codecs.lookup(charset).name
+        except LookupError:
+            codec = ""
+        if codec not in _TEXT_CODECS:
+            raise BadRequest(f"charset {charset!r} is not supported (use utf-8)", status=415)
+        try:
+            return data.decode(codec)
+        except UnicodeDecodeError as exc:
+            raise BadRequest(f"the {what} is not valid {charset} ({exc.reason} at byte {exc.start})") from None
+
+    async def _json_value(self, request: web.Request) -> JSON:
+        """The body as JSON (any value; NaN and Infinity, which are not JSON, are refused)."""
+        text = await self._text(request, "body")
+        try:
+            body: JSON = json.loads(text, parse_constant=_no_constant)
+        except RecursionError:
+            raise BadRequest("the body is not valid JSON: nested too deeply") from None
+        except ValueError as exc:
+            raise BadRequest(_one_line(f"the body is not valid JSON: {exc}")) from None
+        return body
+
+    async def _json_object(self, request: web.Request) -> dict[str, Any]:
+        body = await self._json_value(request)
+        if not isinstance(body, dict):
+            raise BadRequest("the body must be a JSON object")
+        return body
+
+    # -- forwarding to the leader -----------------------------------------------------------------
     async def _forward(self, request: web.Request, not_leader: NotLeader) -> web.Response:
         server = self.server
         leader, address = not_leader.leader_id, not_leader.leader_address
@@ -940,6 +974,111 @@ class KVHttpApi:
         if relayed.status == 503:
             relayed.headers.setdefault(OUTCOME_HEADER, NOT_APPLIED)
         return relayed
+
+
+def _no_constant(name: str) -> JSON:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _strict_dumps(value: Any) -> str:
+    return json.dumps(value, allow_nan=False)
+
+
+# -- the key-value routes --------------------------------------------------------------------------
+class KVHttpApi(HttpApi[KVCommand, KVResult]):
+    """The key-value store's API: the generic endpoints of `HttpApi` (with `KVApp`'s JSON)
+    plus the `/kv/...` routes of docs/kv.md, which turn a path and a body into the same
+    commands and share every outcome rule, forwarding and limit."""
+
+    def __init__(
+        self,
+        server: RaftServer[KVCommand, KVResult],
+        app: KVApp | None = None,
+        *,
+        app_name: str | None = None,
+        apply_timeout: float = 5.0,
+        logger: logging.Logger | None = None,
+        token: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        forward_ssl_context: ssl.SSLContext | None = None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+    ) -> None:
+        super().__init__(
+            server, app or KVApp(), app_name=app_name or "runtime.kv:factory", apply_timeout=apply_timeout,
+            logger=logger, token=token, ssl_context=ssl_context, forward_ssl_context=forward_ssl_context,
+            max_connections=max_connections, header_timeout=header_timeout,
+        )
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            *super().routes(),
+            web.post("/kv/{key}/cas", self._cas),
+            web.put("/kv/{key}", self._put),
+            web.get("/kv/{key}", self._get),
+            web.delete("/kv/{key}", self._delete),
+        ]
+
+    async def _put(self, request: web.Request) -> web.Response:
+        key = self._key(request)
+        value = await self._value(request)
+        return await self._execute(request, Put(key, value), self._value_answer)
+
+    async def _get(self, request: web.Request) -> web.Response:
+        mode = self._read_mode(request)
+        if mode == "log":
+            return await self._execute(request, Get(self._key(request)), self._value_answer)
+        return await self._read(request, Get(self._key(request)), self._value_answer)
+
+    async def _delete(self, request: web.Request) -> web.Response:
+        return await self._execute(request, Delete(self._key(request)), self._value_answer)
+
+    async def _cas(self, request: web.Request) -> web.Response:
+        key = self._key(request)
+        body = await self._json_object(request)
+        value = body.get("value")
+        if not isinstance(value, str):
+            raise BadRequest('compare-and-set needs "value": a string')
+        expected = body.get("expected", ...)
+        if expected is not None and not isinstance(expected, str):
+            raise BadRequest('compare-and-set needs "expected": a string, or null for "the key must be absent"')
+        _check_text(value, '"value"')
+        if expected is not None:
+            _check_text(expected, '"expected"')
+
+        def answer(command: KVCommand, result: KVResult) -> web.Response:
+            return web.json_response({"key": key, "ok": result.ok, "value": result.value})
+
+        return await self._execute(request, CompareAndSet(key, expected, value), answer)
+
+    @staticmethod
+    def _value_answer(command: KVCommand, result: KVResult) -> web.Response:
+        if isinstance(command, (Get, Delete)) and not result.ok:
+            return web.json_response({"error": "not found", "key": command.key}, status=404)
+        return web.json_response({"key": command.key, "value": result.value})
+
+    @staticmethod
+    def _key(request: web.Request) -> str:
+        """The key as the client wrote it: the raw path segment after /kv/, percent-decoded,
+        then strictly UTF-8 decoded (aiohttp would leave `%ff` undecoded, so that `%ff` and
+        `%25ff` named the same key)."""
+        segment = request.rel_url.raw_path.split("/")[2]
+        try:
+            return unquote_to_bytes(segment).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BadRequest(f"the key is not UTF-8 once percent-decoded ({exc.reason} at byte {exc.start})") \
+                from None
+
+    async def _value(self, request: web.Request) -> str:
+        """A JSON body `{"value": "..."}` when the content type says JSON, else the raw text."""
+        if request.content_type == "application/json":
+            body = await self._json_object(request)
+            value = body.get("value")
+            if not isinstance(value, str):
+                raise BadRequest('a JSON body must be {"value": "<string>"}')
+            _check_text(value, '"value"')
+            return value
+        return await self._text(request, "value")
 
 
 def _check_text(value: str, what: str) -> None:

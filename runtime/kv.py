@@ -3,14 +3,23 @@
 Commands and results are small msgpack arrays. Writes go through the log; a `Get` is
 answered by `query` after a ReadIndex round (linearizable without a log write), or through
 the log like a write when a caller asks for that.
+
+`KVApp` (made by `factory`, the default of `raftfsm node --app`) is its App: the JSON of
+the generic endpoints, `{"op": "put", "key": K, "value": V}`, `{"op": "delete", "key": K}`,
+`{"op": "cas", "key": K, "expected": OLD or null, "value": V}` and, for reads,
+`{"op": "get", "key": K}`; every result is `{"ok": bool, "value": str or null}`. The
+`/kv/...` routes of `KVHttpApi` (docs/kv.md) are a thin layer over the same commands.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import msgpack
 from attrs import frozen
+
+from runtime.app import JSON
 
 
 @frozen
@@ -116,3 +125,58 @@ class KVStateMachine:
         if not isinstance(restored, dict):
             raise ValueError("not a key-value snapshot")
         self.data = restored
+
+
+class KVApp:
+    """The key-value store as an App (runtime/app.py); see the module docstring."""
+
+    def state_machine(self) -> KVStateMachine:
+        return KVStateMachine()
+
+    def command_from_json(self, body: JSON) -> KVCommand:
+        fields = _object(body)
+        op = fields.get("op")
+        key = _text(fields, "key")
+        if op == "get":
+            return Get(key)
+        if op == "delete":
+            return Delete(key)
+        if op == "put":
+            return Put(key, _text(fields, "value"))
+        if op == "cas":
+            if "expected" not in fields:
+                raise ValueError('"cas" needs "expected": a string, or null for "the key must be absent"')
+            expected = None if fields["expected"] is None else _text(fields, "expected")
+            return CompareAndSet(key, expected, _text(fields, "value"))
+        raise ValueError(f'"op" must be "put", "delete", "cas" or "get", not {op!r:.40}')
+
+    def query_from_json(self, body: JSON) -> KVCommand:
+        fields = _object(body)
+        if fields.get("op", "get") != "get":
+            raise ValueError(f'a read is {{"op": "get", "key": ...}}, not "op": {fields["op"]!r:.40}')
+        return Get(_text(fields, "key"))
+
+    def result_to_json(self, result: KVResult) -> JSON:
+        return {"ok": result.ok, "value": result.value}
+
+
+def factory() -> KVApp:
+    """The default `--app`: `runtime.kv:factory`."""
+    return KVApp()
+
+
+def _object(body: JSON) -> Mapping[str, JSON]:
+    if not isinstance(body, dict):
+        raise ValueError("the body must be a JSON object")
+    return body
+
+
+def _text(fields: Mapping[str, JSON], name: str) -> str:
+    value = fields.get(name)
+    if not isinstance(value, str):
+        raise ValueError(f'"{name}" must be a string')
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:  # JSON can carry lone surrogates (\ud800)
+        raise ValueError(f'"{name}" is not valid Unicode: {exc.reason} at position {exc.start}') from None
+    return value

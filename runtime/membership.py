@@ -14,11 +14,9 @@ from typing import Any
 import msgpack
 from attrs import evolve, frozen
 
+from runtime.errors import ConfigurationError
+
 __all__ = ["Configuration", "ConfigurationError", "Member"]
-
-
-class ConfigurationError(ValueError):
-    """A configuration (or a change to one) is malformed or not allowed."""
 
 
 @frozen

@@ -22,35 +22,39 @@ from generated.raft_fsm import Role, WireMessage
 from runtime.applier import Applier
 from runtime.consensus import Config
 from runtime.core import Dropped, RaftCore
-from runtime.errors import NodeHalted, NoLeader, NotLeader, Overloaded, RaftError
+from runtime.errors import (
+    ApplyTimeout,
+    NodeHalted,
+    NoLeader,
+    NotLeader,
+    OutcomeUnknown,
+    Overloaded,
+    ProposalDropped,
+    RaftError,
+    ReadRefused,
+    StateMachineFailed,
+    StorageError,
+)
 from runtime.ready import Ready
 from runtime.sessions import encode_command, encode_register
 from runtime.statemachine import CommandT, ResultT, StateMachine
-from runtime.storage.base import Storage, StorageError
+from runtime.storage.base import Storage
 from runtime.transport.base import Transport
 from runtime.transport.tcp import TcpTransport, TlsConfig
 
-
-class ProposalDropped(RaftError):
-    """The command was accepted by a leader that lost its office before committing it;
-    another entry took its place. It was not applied; the client may retry."""
-
-
-class ReadRefused(RaftError):
-    """The leader lost office while confirming a read; nothing happened, retry."""
-
-
-class StateMachineFailed(RaftError):
-    """The state machine raised something other than CommandRejected: a bug in it."""
-
-
-class ApplyTimeout(RaftError, TimeoutError):
-    """The command was not committed in time. It may still be applied later."""
-
-
-class OutcomeUnknown(ApplyTimeout):
-    """The command was proposed, but this node can no longer tell whether it was applied
-    (it halted or stopped, or caught up through a snapshot). Retrying may apply it twice."""
+__all__ = [
+    "DEFAULT_CONFIG",
+    "DEFAULT_MAX_PENDING",
+    "DEFAULT_MAX_PENDING_BYTES",
+    "MAX_COMMAND_BYTES",
+    # the errors moved to runtime.errors; importable from here as before
+    "ApplyTimeout",
+    "OutcomeUnknown",
+    "ProposalDropped",
+    "RaftServer",
+    "ReadRefused",
+    "StateMachineFailed",
+]
 
 
 MAX_COMMAND_BYTES = 8 << 20

@@ -8,8 +8,11 @@ every step and raise `InvariantViolation` with a readable account.
 Users can run their own state machine under it: pass `state_machine=` a factory of
 objects implementing `runtime.statemachine.StateMachine` (the contract `RaftServer` uses);
 each node runs it behind the same `Applier` (client sessions, refusals) as a server.
-`propose` returns a `Proposed` handle whose `result` is filled in when the node it was
-proposed on applies it.
+`Simulation` is generic in the machine's type: `Simulation(state_machine=LockMachine)` is a
+`Simulation[LockMachine]`, whose `nodes[id].machine` is a `LockMachine`, whose `propose`
+takes that machine's commands (encoded with its `encode`) and returns a `Proposed` handle
+whose `result`, typed as the machine's result, is filled in when the node it was proposed
+on applies it.
 """
 
 from __future__ import annotations
@@ -20,22 +23,23 @@ import logging
 import random
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, Generic
 
 import attrs
 import msgpack
 from attrs import define, field, frozen
+from typing_extensions import TypeVar  # defaults (PEP 696) before Python 3.13
 
 from generated.raft_fsm import AppendEntries, Entry, EntryKind, Role, WireMessage
 from runtime.applier import Applied, Applier
 from runtime.consensus import Config, Consensus
 from runtime.core import RaftCore
-from runtime.errors import MembershipChangeRefused, NotLeader, RaftError
+from runtime.errors import InvariantViolation, MembershipChangeRefused, NotLeader, RaftError
 from runtime.forgery import from_stranger, impossible
 from runtime.membership import Configuration, ConfigurationError, Member
 from runtime.ready import Ready
 from runtime.sessions import Command, Register, decode_entry, encode_command, encode_register
-from runtime.statemachine import StateMachine
+from runtime.statemachine import CommandT, ResultT, StateMachine
 from runtime.storage.base import Storage, StorageError
 from runtime.storage.memory import MemoryStorage
 
@@ -44,11 +48,6 @@ log = logging.getLogger("raftfsm.sim")
 
 STORM_WINDOW = 100
 """Ticks over which the message-rate checker counts."""
-
-
-class InvariantViolation(AssertionError):
-    """A Raft safety or liveness property was broken. The message says which, where, and
-    how to replay it."""
 
 
 class ListStateMachine:
@@ -98,16 +97,24 @@ class Faults:
     delay: int = 0
 
 
+MachineT = TypeVar("MachineT", bound=StateMachine[Any, Any], default=ListStateMachine, covariant=True)
+"""The state machine type of a Simulation (ListStateMachine unless `state_machine=` says)."""
+NodeMachineT = TypeVar("NodeMachineT", bound=StateMachine[Any, Any], default=StateMachine[Any, Any],
+                       covariant=True)
+ValueT = TypeVar("ValueT", default=Any)
+
+
 @define
-class Proposed:
+class Proposed(Generic[ValueT]):
     """A command proposed in the simulation. `done` once the node it was proposed on
-    applied it (or learned it never will: `error`); unpacks as (index, term)."""
+    applied it (or learned it never will: `error`); unpacks as (index, term). `result` is
+    what the state machine returned (a session's client id for `open_session`)."""
 
     index: int
     term: int
     node: str
     done: bool = False
-    result: object = None
+    result: ValueT | None = None
     error: Exception | None = None
 
     def __iter__(self) -> Iterator[int]:
@@ -116,11 +123,11 @@ class Proposed:
 
 
 @define
-class SimNode:
+class SimNode(Generic[NodeMachineT]):
     id: str
     core: RaftCore
     disk: Storage
-    machine: StateMachine[Any, Any]
+    machine: NodeMachineT
     applier: Applier[Any, Any]
     alive: bool = True
     applied: dict[int, tuple[int, bytes]] = field(factory=dict)
@@ -129,7 +136,7 @@ class SimNode:
     last_applied: int = 0
 
 
-class Simulation:
+class Simulation(Generic[MachineT]):
     """See the module docstring. Typical use::
 
         sim = Simulation(nodes=5, seed=7)
@@ -144,7 +151,7 @@ class Simulation:
         nodes: int = 3,
         seed: int = 0,
         config: Config | None = None,
-        state_machine: Callable[[], StateMachine[Any, Any]] = ListStateMachine,
+        state_machine: Callable[[], MachineT] = ListStateMachine,  # type: ignore[assignment]
         handlers: type[Consensus] | dict[str, type[Consensus]] = Consensus,
         latency: int = 1,
         snapshot_every: int = 0,
@@ -177,9 +184,9 @@ class Simulation:
         self.commands: dict[int, bytes] = {}
         """index -> command of every committed data entry (what state machines must hold)."""
         self.proposals: dict[int, tuple[int, bytes]] = {}
-        self._handles: dict[tuple[str, int], Proposed] = {}
+        self._handles: dict[tuple[str, int], Proposed[Any]] = {}
         self.acknowledged: dict[int, bytes] = {}
-        self.nodes: dict[str, SimNode] = {}
+        self.nodes: dict[str, SimNode[MachineT]] = {}
         bootstrap = Configuration.voters_only(self.ids)
         for number, node_id in enumerate(self.ids):
             disk = MemoryStorage()
@@ -192,7 +199,7 @@ class Simulation:
             return self.handlers.get(node_id, Consensus)
         return self.handlers
 
-    def _boot(self, node_id: str, disk: Storage, salt: int) -> SimNode:
+    def _boot(self, node_id: str, disk: Storage, salt: int) -> SimNode[MachineT]:
         state = disk.initial_state()
         config = attrs.evolve(self.config, seed=self.rng.randrange(2**32) ^ salt)
         core = RaftCore(node_id, self.ids, config, state, handlers=self._handlers_for(node_id))
@@ -254,26 +261,31 @@ class Simulation:
         """The virtual wall clock leaders write into entries (10 ms a tick)."""
         return self.now * 10
 
-    def propose(self, command: bytes, node_id: str | None = None, session: tuple[int, int] | None = None) -> Proposed:
-        """Propose on `node_id` (default: the leader); with `session=(client, sequence)`
-        it applies exactly once however often it is proposed. Raises NotLeader if there
-        is no leader."""
+    def propose(self: Simulation[StateMachine[CommandT, ResultT]], command: CommandT, node_id: str | None = None,
+                session: tuple[int, int] | None = None) -> Proposed[ResultT]:
+        """Propose `command` (encoded by the machine's `encode`) on `node_id` (default: the
+        leader); with `session=(client, sequence)` it applies exactly once however often it
+        is proposed. Raises NotLeader if there is no leader."""
         client, sequence = session or (0, 0)
-        return self._propose(encode_command(command, self.clock_ms, client, sequence), node_id, command)
+        target = node_id or self.leader()
+        if target is None:
+            raise NotLeader("simulation", None)
+        data = self.nodes[target].machine.encode(command)
+        return self._propose(encode_command(data, self.clock_ms, client, sequence), target, data)
 
-    def open_session(self, node_id: str | None = None) -> Proposed:
+    def open_session(self, node_id: str | None = None) -> Proposed[int]:
         """Register a client session; once `done`, `result` is its client id."""
         payload = encode_register(self.clock_ms)
         return self._propose(payload, node_id, payload)
 
-    def _propose(self, payload: bytes, node_id: str | None, command: bytes) -> Proposed:
+    def _propose(self, payload: bytes, node_id: str | None, command: bytes) -> Proposed[Any]:
         target = node_id or self.leader()
         if target is None:
             raise NotLeader("simulation", None)
         node = self.nodes[target]
         index, term = node.core.propose(payload)
         self.proposals[index] = (term, command)
-        handle = Proposed(index, term, target)
+        handle: Proposed[Any] = Proposed(index, term, target)
         self._handles[(target, index)] = handle
         self._drain(node)
         return handle

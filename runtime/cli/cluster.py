@@ -1,4 +1,5 @@
-"""`raftfsm cluster | status | certs | secret | kv`: run a local cluster and talk to one over HTTP."""
+"""`raftfsm cluster | status | certs | secret | kv | apply | read`: run a local cluster and talk
+to one over HTTP."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from runtime.cluster import ClusterError, LocalCluster, http_json
+from runtime.cluster import LocalCluster, http_json
+from runtime.errors import ClusterError
 
 DEFAULT_CLUSTER = "127.0.0.1:8001,127.0.0.1:8002,127.0.0.1:8003"
 """The HTTP addresses `raftfsm cluster --nodes 3` uses."""
@@ -79,6 +81,8 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
                         help="mutual TLS between nodes, with development certificates made in DIR/certs "
                              "(default: plain TCP authenticated by a random cluster secret made in DIR/secret)")
     parser.add_argument("--no-fsync", action="store_true", help="pass --no-fsync to every node (tests only)")
+    parser.add_argument("--app", metavar="MODULE:FACTORY",
+                        help="the application every node serves (raftfsm node --app; default: the key-value store)")
 
 
 def run_cluster(args: argparse.Namespace) -> int:
@@ -88,7 +92,7 @@ def run_cluster(args: argparse.Namespace) -> int:
     temporary = args.data_dir is None
     base = Path(tempfile.mkdtemp(prefix="raftfsm-cluster-")) if temporary else Path(args.data_dir)
     cluster = LocalCluster(base, args.nodes, base_port=args.base_port, http_base_port=args.http_base_port,
-                           tls=args.tls, fsync=not args.no_fsync)
+                           tls=args.tls, fsync=not args.no_fsync, app=args.app)
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -109,8 +113,11 @@ def run_cluster(args: argparse.Namespace) -> int:
         except ClusterError as exc:
             print(f"raftfsm cluster: {exc}", file=sys.stderr)
             return 1
-        print(f"leader: {leader}. Try: raftfsm kv put greeting hello --cluster "
-              f"{','.join(cluster.http_addresses.values())}")
+        addresses = ",".join(cluster.http_addresses.values())
+        if args.app is None:
+            print(f"leader: {leader}. Try: raftfsm kv put greeting hello --cluster {addresses}")
+        else:
+            print(f"leader: {leader}. Try: raftfsm apply '<command as JSON>' --cluster {addresses}")
         print("Ctrl-C stops the cluster.", flush=True)
         reported: set[str] = set()
         while not stopping.wait(0.5):
@@ -360,4 +367,62 @@ def run_kv(args: argparse.Namespace) -> int:
         return 1
     if not args.json:
         print(answer.get("value") if args.op == "get" else "OK")
+    return 0
+
+
+# -- raftfsm apply | read (any app) ------------------------------------------------------------------
+def add_apply_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("body", metavar="JSON", help="the command, as the app's command_from_json reads it")
+    _add_app_client_arguments(parser)
+
+
+def add_read_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("body", metavar="JSON", help="the query, as the app's query_from_json reads it")
+    parser.add_argument("--log", action="store_true", help="read through the log instead of ReadIndex")
+    _add_app_client_arguments(parser)
+
+
+def _add_app_client_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cluster", default=DEFAULT_CLUSTER, metavar="[https://]HOST:PORT,...",
+                        help=f"HTTP addresses of the nodes, tried in order (default {DEFAULT_CLUSTER})")
+    parser.add_argument("--timeout", type=float, default=10.0,
+                        help="give up after this many seconds of retries (default 10)")
+    _add_client_arguments(parser)
+
+
+def run_apply(args: argparse.Namespace) -> int:
+    """`POST /apply` under a session of its own (resent until the outcome is definite, applied
+    once); prints the result as JSON. Exit 1 when the command was refused or failed."""
+    return _run_app_request(args, "apply", "/apply", args.body, write=True)
+
+
+def run_read(args: argparse.Namespace) -> int:
+    """`POST /read` (a ReadIndex read, or through the log with --log); prints the result."""
+    return _run_app_request(args, "read", "/read?read=log" if args.log else "/read", args.body, write=False)
+
+
+def _run_app_request(args: argparse.Namespace, command: str, path: str, text: str, *, write: bool) -> int:
+    addresses = _addresses(args.cluster)
+    if not addresses:
+        print(f"raftfsm {command}: --cluster names no node", file=sys.stderr)
+        return 2
+    try:
+        body = json.dumps(json.loads(text)).encode()
+    except ValueError as exc:
+        print(f"raftfsm {command}: the argument is not JSON: {exc}", file=sys.stderr)
+        return 2
+    client = ClientOptions(args, command)
+    try:
+        if write:
+            code, answer = _write_once(addresses, "POST", path, body, time.monotonic() + args.timeout, client)
+        else:  # a read changes nothing: retrying it is always safe
+            code, answer, _ = kv_request(addresses, "POST", path, body, timeout=args.timeout, idempotent=True,
+                                         client=client)
+    except KVClientError as exc:
+        print(f"raftfsm {command}: {exc}", file=sys.stderr)
+        return 1
+    if code != 200:
+        print(f"raftfsm {command}: HTTP {code}: {answer.get('error', answer)}", file=sys.stderr)
+        return 1
+    print(json.dumps(answer.get("result")))
     return 0

@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runtime.cluster import ClusterError, LocalCluster, http_json
+from runtime.cluster import LocalCluster, http_json
+from runtime.errors import ClusterError
 from runtime.http import FORWARDED_HEADER, LEADER_HEADER
 
 KEYS = 20

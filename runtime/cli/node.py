@@ -1,4 +1,6 @@
-"""`raftfsm node`: one key-value node — SQLite storage, the Raft server and the HTTP API.
+"""`raftfsm node`: one node — SQLite storage, the Raft server and the HTTP API — of the app
+named by `--app package.module:factory` (runtime/app.py; default: the key-value store,
+`runtime.kv:factory`, which also gets the `/kv/...` routes).
 
 Exit status: 0 after SIGTERM/SIGINT, 2 when the node cannot start (bad flags, a corrupt or
 locked data directory, a port in use), with one line on stderr and no traceback. A storage
@@ -17,25 +19,28 @@ import signal
 import sys
 from typing import Any
 
-from runtime.errors import RaftError
+from runtime.app import App, load_app
+from runtime.errors import AppError, RaftError, SecretError, StorageError
 from runtime.http import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
+    HttpApi,
     KVHttpApi,
     client_ssl_context,
     server_ssl_context,
 )
-from runtime.kv import KVCommand, KVResult, KVStateMachine
+from runtime.kv import KVApp
 from runtime.server import DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_BYTES, RaftServer
-from runtime.storage.base import StorageError
 from runtime.storage.sqlite import SqliteStorage
-from runtime.transport.auth import SecretError, load_secret
+from runtime.transport.auth import load_secret
 from runtime.transport.tcp import TlsConfig
 
 log = logging.getLogger("raftfsm.node")
 
 HTTP_PORT_OFFSET = 1000
 """Without --http, a node serves HTTP on its Raft port + 1000 (7001 -> 8001)."""
+DEFAULT_APP = "runtime.kv:factory"
+"""The key-value store (docs/kv.md)."""
 
 
 class UsageError(Exception):
@@ -81,6 +86,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--peers-http", metavar="ID=HOST:PORT,...",
                         help="every node's HTTP address, used to forward requests to the leader "
                              "(default: each peer's Raft host, port + 1000)")
+    parser.add_argument("--app", default=DEFAULT_APP, metavar="MODULE:FACTORY",
+                        help="the application to serve: FACTORY() in MODULE returns an App (docs/library.md); "
+                             f"every node of a cluster must run the same one (default {DEFAULT_APP}, the key-value "
+                             "store)")
+    parser.add_argument("--app-dir", default=".", metavar="DIR",
+                        help="put DIR first on the module search path before importing an --app other than the "
+                             "default (default: the current directory)")
     parser.add_argument("--cluster-id", default="raftfsm", help="cluster name, checked on every connection "
                         "and stored in the data directory (default raftfsm)")
     parser.add_argument("--tls-ca", metavar="FILE", help="CA certificate (PEM) for mutual TLS between nodes")
@@ -174,10 +186,16 @@ class NodeOptions:
         self.max_pending_bytes: int = args.max_pending_bytes
         if self.max_pending < 1 or self.max_pending_bytes < 1:
             raise UsageError("--max-pending and --max-pending-bytes must be at least 1")
+        self.app_name: str = args.app
+        try:
+            # the module path changes only for an app of the user's (as `python -m` would)
+            self.app: App[Any, Any] = load_app(args.app, None if args.app == DEFAULT_APP else args.app_dir)
+        except AppError as exc:
+            raise UsageError(" ".join(str(exc).split())) from None
 
 
 def _http_options(args: argparse.Namespace) -> dict[str, Any]:
-    """KVHttpApi's keyword arguments from the --http-* flags (files read and checked here)."""
+    """HttpApi's keyword arguments from the --http-* flags (files read and checked here)."""
     options: dict[str, Any] = {}
     if bool(args.http_tls_cert) != bool(args.http_tls_key):
         raise UsageError("--http-tls-cert and --http-tls-key go together")
@@ -211,9 +229,10 @@ async def serve(options: NodeOptions, stop: asyncio.Event) -> None:
     """Run the node until `stop` is set. Raises StorageError/OSError/ValueError at startup."""
     storage = SqliteStorage(options.data_dir, node_id=options.node_id, cluster_id=options.cluster_id,
                             fsync=options.fsync)
+    app = options.app
     try:
-        server: RaftServer[KVCommand, KVResult] = RaftServer(
-            options.node_id, options.peers, KVStateMachine(), storage,
+        server: RaftServer[Any, Any] = RaftServer(
+            options.node_id, options.peers, app.state_machine(), storage,
             cluster_id=options.cluster_id, tls=options.tls, secret=options.secret, insecure=options.insecure,
             client_addresses={pid: format_address(a) for pid, a in options.peers_http.items()},
             max_pending=options.max_pending, max_pending_bytes=options.max_pending_bytes,
@@ -221,7 +240,10 @@ async def serve(options: NodeOptions, stop: asyncio.Event) -> None:
     except BaseException:
         storage.close()
         raise
-    api = KVHttpApi(server, **options.http_options)
+    api: HttpApi[Any, Any] = (
+        KVHttpApi(server, app, app_name=options.app_name, **options.http_options) if isinstance(app, KVApp)
+        else HttpApi(server, app, app_name=options.app_name, **options.http_options)
+    )
     try:
         await server.start()
     except BaseException:
@@ -233,8 +255,8 @@ async def serve(options: NodeOptions, stop: asyncio.Event) -> None:
         # collector, whose full passes over it stalled the leader for 50-160 ms under a flood
         # of client requests (long enough for an election).
         gc.freeze()
-        log.info("node %s: raft %s, http %s, data %s, %s", options.node_id, format_address(options.listen),
-                 format_address(options.http), options.data_dir,
+        log.info("node %s: app %s, raft %s, http %s, data %s, %s", options.node_id, options.app_name,
+                 format_address(options.listen), format_address(options.http), options.data_dir,
                  "mutual TLS" if options.tls else "plain TCP authenticated by the cluster secret")
         await stop.wait()
         log.info("node %s: stopping", options.node_id)

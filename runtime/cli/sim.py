@@ -9,7 +9,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import TextIO
 
-from runtime.sim import InvariantViolation, random_setup, run_seed
+from runtime.errors import InvariantViolation
+from runtime.sim import random_setup, run_seed
 
 FAULT_KINDS = ("all", "partition", "crash", "reboot", "drop", "duplicate", "reorder", "delay", "forge", "none")
 

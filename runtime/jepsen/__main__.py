@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from runtime.cluster import ClusterError
+from runtime.errors import ClusterError
 from runtime.jepsen.harness import NETWORKS, Config, run
 from runtime.jepsen.nemesis import FAULTS
 from runtime.jepsen.netns import NetworkError

@@ -21,7 +21,8 @@ from typing import Final
 
 from attrs import asdict, define, field, frozen
 
-from runtime.cluster import ClusterError, LocalCluster
+from runtime.cluster import LocalCluster
+from runtime.errors import ClusterError
 from runtime.jepsen.cluster import NamespacedCluster
 from runtime.jepsen.nemesis import FAULTS, Event, Nemesis
 from runtime.jepsen.netns import NamespaceNetwork, NetworkError, cleanup_stale, unavailable_reason

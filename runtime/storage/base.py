@@ -16,20 +16,10 @@ from collections.abc import Sequence
 from typing import Final, Protocol
 
 from generated.raft_fsm import Entry
-from runtime.errors import RaftError
+from runtime.errors import CorruptStorage as CorruptStorage  # moved to runtime.errors; re-exported
+from runtime.errors import StorageError as StorageError
 from runtime.membership import Configuration
 from runtime.ready import HardState, PersistentState, Snapshot
-
-
-class StorageError(RaftError):
-    """The medium failed (I/O error, full disk, lock held, wrong directory); the node can no
-    longer promise durability and must stop acknowledging."""
-
-
-class CorruptStorage(StorageError):
-    """What is on disk is not a log this library wrote, or no longer reads back as one.
-    Raised at open; nothing is repaired or dropped, so an operator can inspect the files."""
-
 
 INT64_MIN: Final = -(1 << 63)
 INT64_MAX: Final = (1 << 63) - 1

@@ -22,6 +22,7 @@ from typing import Final
 import msgpack
 
 from runtime.codec import SCHEMA_DIGEST
+from runtime.errors import SecretError as SecretError  # moved to runtime.errors; re-exported
 
 __all__ = [
     "MAC_BYTES",
@@ -58,10 +59,6 @@ FRAMES: Final = b"raftfsm peer auth v2: frame key\x00"
 FRAME_HEADER: Final = struct.Struct(">IQ")
 """An authenticated frame: body length, sequence number, then MAC_BYTES of MAC, then the
 body. The MAC covers the first 12 bytes and the body."""
-
-
-class SecretError(ValueError):
-    """The cluster secret (or its file) is unusable; the message says why."""
 
 
 def check_secret(secret: bytes) -> bytes:

@@ -242,7 +242,7 @@ class TcpTransport:
         self.max_frame = max_frame
         self._listen = listen
         self._on_message = on_message
-        self._log = logger or logging.getLogger(__name__)
+        self._log = logger or logging.getLogger(f"raftfsm.transport.{node_id}")
         self._codec = codec or DEFAULT
         self._peers = {pid: _Peer(pid, address, self._codec.identity) for pid, address in peers.items()
                        if pid != node_id}
